@@ -1,0 +1,203 @@
+"""One typed configuration for the whole loop.
+
+Frozen dataclasses, loaded from one YAML file (``recloop/default.yaml`` merged with an optional user
+file). An unknown key anywhere is an error, so a misspelt setting never silently falls back to a
+default. The resolved config is passed down whole and logged to MLflow as the run's params.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    """Text cleaning."""
+
+    max_tokens: int = 128  # cap on the cleaned item text, in whitespace tokens
+    max_review_chars: int = (
+        2000  # cap on the text built from an item's reviews (amazon-reviews import)
+    )
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """The transformer text encoder and its MLM (domain-adaptive) pretraining."""
+
+    enabled: bool = True  # run MLM pretraining at all; False keeps the shipped weights
+    max_length: int = 64  # tokens per item text, for MLM and for embedding
+    mlm_probability: float = 0.15  # share of tokens masked by the collator
+    max_steps: int = 40  # optimiser steps per pretraining
+    train_layers: int = (
+        3  # top transformer layers MLM updates; the rest (and embeddings) stay frozen
+    )
+    batch_size: int = 16
+    learning_rate: float = 5e-5
+    weight_decay: float = 0.01  # not applied to biases and LayerNorm weights
+    eval_fraction: float = 0.1  # held-out share of the catalogue text for perplexity
+    change_threshold: float = 0.2  # re-pretrain when this share of item texts is new/changed
+    embed_batch_size: int = 64
+
+
+@dataclass(frozen=True)
+class RecommenderConfig:
+    """The sequential recommender: SASRec-style causal self-attention over item sequences."""
+
+    hidden_size: int = 64
+    num_layers: int = 2
+    num_heads: int = 2
+    dropout: float = 0.2
+    max_seq_len: int = 50  # most recent items the user encoder attends to
+    use_text: bool = True  # items represented from their text embeddings through a learned adaptor
+    use_id: bool = True  # plus a learned ID embedding (zero for items never trained on)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The shared training loop (fine-tune and full retrain)."""
+
+    epochs: int = 30  # upper bound for a training from scratch
+    finetune_epochs: int = 10  # upper bound for an incremental warm-started update
+    batch_size: int = 32
+    learning_rate: float = 2e-3
+    finetune_learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    patience: int = 3  # epochs without validation improvement before stopping
+    replay_size: int = 2000  # earlier user sequences mixed into an incremental update
+    max_minutes: float = 8.0  # hard wall-clock cap on one training
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation: full ranking over all catalogue items, history excluded."""
+
+    ks: tuple[int, ...] = (10, 20)
+    batch_size: int = 256  # users scored at once
+    transition_window: int = 3  # the item-to-item baseline scores from the user's last n items
+    max_users: int = 0  # 0 = every user with a test event; else a seeded sample of this many
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """Promotion policy."""
+
+    metric: str = "ndcg_at_10"
+    min_relative_gain: float = 0.0  # candidate must beat champion by this relative margin
+    must_beat_popularity: bool = True
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    """MLflow names (CONTRACT.md §4)."""
+
+    model_name: str = "recloop"
+    experiment: str = "recloop"
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    """How ``recloop run`` cuts a dataset into arriving batches."""
+
+    base_fraction: float = 0.5  # share of events (by time) in the first batch when windows > 1
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the loop needs, in one object."""
+
+    seed: int = 42
+    text: TextConfig = field(default_factory=TextConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    model: RecommenderConfig = field(default_factory=RecommenderConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def flat(self) -> dict[str, Any]:
+        """``{"model.hidden_size": 64, ...}``: the form MLflow params take."""
+        out: dict[str, Any] = {}
+        for section, values in self.to_dict().items():
+            if isinstance(values, dict):
+                for key, value in values.items():
+                    out[f"{section}.{key}"] = value
+            else:
+                out[section] = values
+        return out
+
+
+class ConfigError(ValueError):
+    """A config file names a key that does not exist or a value of the wrong type."""
+
+
+T = TypeVar("T")
+
+
+def _build(cls: type[T], values: dict[str, Any], where: str) -> T:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(values).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
+    kwargs: dict[str, Any] = {}
+    for name, value in values.items():
+        default = getattr(cls(), name)
+        if dataclasses.is_dataclass(default):
+            kwargs[name] = _build(type(default), value, f"{where}.{name}")
+        elif isinstance(default, tuple):
+            kwargs[name] = tuple(value)
+        elif isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{where}.{name}: expected true/false, got {value!r}")
+            kwargs[name] = value
+        elif isinstance(default, float) and isinstance(value, int):
+            kwargs[name] = float(value)
+        elif default is not None and not isinstance(value, type(default)):
+            raise ConfigError(f"{where}.{name}: expected {type(default).__name__}, got {value!r}")
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def default_yaml() -> dict[str, Any]:
+    text = resources.files("recloop").joinpath("default.yaml").read_text(encoding="utf-8")
+    return yaml.safe_load(text) or {}
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """The default config, updated by the YAML file at ``path`` and then by ``overrides``."""
+    values = default_yaml()
+    where = "default.yaml"
+    if path is not None:
+        user = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        values = _merge(values, user)
+        where = str(path)
+    if overrides:
+        values = _merge(values, overrides)
+    return _build(Config, values, where)
+
+
+def config_from_dict(values: dict[str, Any]) -> Config:
+    """Rebuild a config from :meth:`Config.to_dict` output (e.g. a checkpoint's copy)."""
+    return _build(Config, values, "config")
