@@ -1,0 +1,1 @@
+"""The stages of the loop as plain typed functions, each with a thin Prefect @task wrapper."""
