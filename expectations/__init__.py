@@ -1,0 +1,1 @@
+"""Great Expectations suites, stored as versioned JSON next to this file."""
