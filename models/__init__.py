@@ -1,0 +1,1 @@
+"""Networks (nn.Module + config) and the MLflow pyfunc wrapper."""

