@@ -1,0 +1,268 @@
+"""All talk with MLflow tracking and the model registry (CONTRACT.md §2 and §4).
+
+The only module besides ``models/pyfunc.py`` that imports mlflow. Every candidate becomes one run
+in the ``recloop`` experiment (params = the resolved config, metrics = candidate, champion and
+baselines on the same evaluation cases, the evaluation report as artifacts, a pyfunc model carrying
+the checkpoint) and one registered version of ``recloop`` with tags ``gate``, ``reason``,
+``metrics``, ``parent_version``, ``batch_ids``, ``data_fingerprint``. Alias ``challenger`` is the
+latest candidate, alias ``champion`` the promoted one. Nothing happens at import time; call
+:func:`configure` first.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import mlflow
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+from mlflow.tracking import MlflowClient
+
+from models.pyfunc import DEFAULT_PARAMS, predictions_frame
+from recloop.config import Config
+from recloop.paths import Home
+
+if TYPE_CHECKING:
+    from models.sasrec import Recommender
+    from recloop.gate import Decision
+    from tasks.evaluate import EvaluationReport
+
+logger = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+MODEL_ARTIFACT = "model"  # name of the pyfunc model inside a run
+CHECKPOINT_NAME = "recommender.pt"
+# The model-from-code file logged with every candidate (see Registry.log_candidate).
+MODEL_SCRIPT = """\
+import mlflow.models
+
+from models.pyfunc import RecloopModel
+
+mlflow.models.set_model(RecloopModel())
+"""
+
+
+def tracking_uri(home: Home) -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else the SQLite store in the recloop home."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home.mlflow_db}"
+
+
+def _requirements() -> list[str]:
+    """Pinned, explicit requirements: inferring them would import and probe the whole model."""
+    out = []
+    for package in ("mlflow", "torch", "numpy", "pandas", "pyyaml"):
+        try:
+            version = metadata.version(package).split("+")[0]  # torch's "+cpu" is no pip version
+        except metadata.PackageNotFoundError:
+            continue
+        out.append(f"{package}=={version}")
+    return out
+
+
+def _tag(value: Any) -> str:
+    """A tag value: strings as they are, everything else as compact JSON."""
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+
+
+@dataclass(frozen=True)
+class LoggedCandidate:
+    """Where a candidate went: its registered version and the run that holds it."""
+
+    version: str
+    run_id: str
+    model_uri: str  # models:/<name>/<version>
+
+
+class Registry:
+    """The experiment and the registered model of one recloop home. Build with :func:`configure`."""
+
+    def __init__(self, home: Home, config: Config, uri: str, experiment_id: str) -> None:
+        self.home = home
+        self.config = config
+        self.uri = uri
+        self.experiment_id = experiment_id
+        self.name = config.registry.model_name
+        self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+    # -- reading -----------------------------------------------------------------------------
+    def _version_by_alias(self, alias: str) -> Any | None:
+        try:
+            return self.client.get_model_version_by_alias(self.name, alias)
+        except MlflowException as error:
+            if error.error_code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}:
+                return None
+            raise
+
+    def champion_version(self) -> str | None:
+        """The version the ``champion`` alias points at, or None before the first promotion."""
+        version = self._version_by_alias(CHAMPION)
+        return None if version is None else str(version.version)
+
+    def challenger_version(self) -> str | None:
+        """The latest candidate's version (alias ``challenger``), or None."""
+        version = self._version_by_alias(CHALLENGER)
+        return None if version is None else str(version.version)
+
+    def version_info(self, version: str) -> dict[str, Any]:
+        """One version's number, run, tags and aliases (from ``get_model_version``: search results
+        leave aliases empty on SQLite)."""
+        mv = self.client.get_model_version(self.name, str(version))
+        return {
+            "version": str(mv.version),
+            "run_id": mv.run_id,
+            "source": mv.source,
+            "created": mv.creation_timestamp,
+            "tags": dict(mv.tags),
+            "aliases": list(mv.aliases),
+        }
+
+    def list_versions(self) -> list[dict[str, Any]]:
+        """Every registered version, oldest first, with tags and aliases."""
+        try:
+            found = self.client.search_model_versions(f"name='{self.name}'")
+        except MlflowException:
+            return []
+        numbers = sorted({int(mv.version) for mv in found})
+        return [self.version_info(str(n)) for n in numbers]
+
+    def load_version(self, version: str) -> Recommender:
+        """Download a version's pyfunc model and rebuild its recommender from the checkpoint."""
+        loaded = mlflow.pyfunc.load_model(f"models:/{self.name}/{version}")
+        return loaded.unwrap_python_model().recommender
+
+    def load_champion(self) -> tuple[Recommender, dict[str, Any]] | None:
+        """The champion rebuilt from the registry's artifacts, with its version info, or None."""
+        version = self.champion_version()
+        if version is None:
+            return None
+        recommender = self.load_version(version)
+        logger.info("loaded champion %s version %s", self.name, version)
+        return recommender, self.version_info(version)
+
+    # -- writing -----------------------------------------------------------------------------
+    def log_candidate(
+        self,
+        recommender: Recommender,
+        report: EvaluationReport,
+        tags: dict[str, Any] | None = None,
+        decision: Decision | None = None,
+        extra_metrics: dict[str, float] | None = None,
+        artifacts: dict[str, Any] | None = None,
+    ) -> LoggedCandidate:
+        """One run + one registered version for a candidate; moves ``challenger`` onto it.
+
+        ``tags`` (e.g. parent_version, batch_ids, data_fingerprint) go on the run and the version;
+        ``decision`` adds ``gate`` (passed|failed) and ``reason``; ``artifacts`` maps a name to a
+        JSON-ready value logged as ``<name>.json`` (e.g. the training reports).
+        """
+        tags = {key: _tag(value) for key, value in (tags or {}).items()}
+        candidate = report.rows["candidate"]
+        version_tags = {**tags, "metrics": _tag(candidate)}
+        if decision is not None:
+            version_tags["gate"] = "passed" if decision.promote else "failed"
+            version_tags["reason"] = decision.reason
+        with mlflow.start_run(experiment_id=self.experiment_id) as run:
+            mlflow.log_params({key: _tag(value) for key, value in self.config.flat().items()})
+            metrics = {**report.flat_metrics(), **(extra_metrics or {})}
+            mlflow.log_metrics({key: float(value) for key, value in metrics.items()})
+            mlflow.set_tags({**tags, **{k: v for k, v in version_tags.items() if k != "metrics"}})
+            mlflow.log_dict(report.to_dict(), "evaluation/report.json")
+            mlflow.log_text(report.to_markdown(), "evaluation/report.md")
+            for name, value in (artifacts or {}).items():
+                mlflow.log_dict(value, f"{name}.json")
+            with tempfile.TemporaryDirectory(prefix="recloop-ckpt-") as tmp:
+                checkpoint = Path(tmp) / CHECKPOINT_NAME
+                recommender.save(checkpoint)
+                # Models from code: the logged model imports RecloopModel when loaded instead of
+                # unpickling an object, so it survives refactors of everything but that import.
+                script = Path(tmp) / "recloop_model.py"
+                script.write_text(MODEL_SCRIPT, encoding="utf-8")
+                with warnings.catch_warnings():
+                    # An input example would make MLflow load and run the model once more.
+                    warnings.filterwarnings("ignore", message=".*input example.*")
+                    info = mlflow.pyfunc.log_model(
+                        name=MODEL_ARTIFACT,
+                        python_model=str(script),
+                        artifacts={"checkpoint": str(checkpoint)},
+                        signature=_signature(recommender),
+                        pip_requirements=_requirements(),
+                        registered_model_name=self.name,
+                    )
+            run_id = run.info.run_id
+        version = str(info.registered_model_version)
+        for key, value in version_tags.items():
+            self.client.set_model_version_tag(self.name, version, key, value)
+        self.client.set_registered_model_alias(self.name, CHALLENGER, version)
+        logger.info("registered %s version %s (run %s)", self.name, version, run_id)
+        return LoggedCandidate(version, run_id, f"models:/{self.name}/{version}")
+
+    def tag_decision(self, version: str, decision: Decision) -> None:
+        """Record the gate's verdict on a version (``gate`` passed|failed and ``reason``)."""
+        self.client.set_model_version_tag(
+            self.name, version, "gate", "passed" if decision.promote else "failed"
+        )
+        self.client.set_model_version_tag(self.name, version, "reason", decision.reason)
+
+    def set_champion(self, version: str, reason: str) -> None:
+        """Point ``champion`` at ``version`` (a promotion or a manual rollback) and say why."""
+        self.client.set_registered_model_alias(self.name, CHAMPION, str(version))
+        self.client.set_model_version_tag(self.name, str(version), "champion_reason", reason)
+        logger.info("champion is now %s version %s: %s", self.name, version, reason)
+
+
+def _signature(recommender: Recommender) -> Any:
+    """Input ``user_id`` + ``history`` (list of str), CONTRACT §4 output, params k, exclude_seen."""
+    example_items = list(recommender.item_ids[:2])
+    model_input = pd.DataFrame({"user_id": ["u1"], "history": [example_items]})
+    model_output = predictions_frame(["u1"], [example_items], [[1.0] * len(example_items)])
+    return infer_signature(model_input, model_output, params=dict(DEFAULT_PARAMS))
+
+
+def configure(home: Home, config: Config) -> Registry:
+    """Point MLflow at the home's store and make sure the experiment exists.
+
+    Sets the process-wide tracking and registry URIs (the fluent ``mlflow.start_run`` API reads
+    them); the experiment gets an absolute artifact location so runs do not depend on the cwd.
+    """
+    uri = tracking_uri(home)
+    if uri.startswith("sqlite:///"):
+        home.root.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    name = config.registry.experiment
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        home.mlartifacts.mkdir(parents=True, exist_ok=True)
+        try:
+            experiment_id = client.create_experiment(
+                name, artifact_location=home.mlartifacts.resolve().as_uri()
+            )
+        except MlflowException:  # created concurrently by another process
+            experiment_id = client.get_experiment_by_name(name).experiment_id
+    else:
+        experiment_id = experiment.experiment_id
+    return Registry(home, config, uri, experiment_id)
+
+
+def load_champion_pyfunc(config: Config, home: Home) -> Any:
+    """The champion as served: ``mlflow.pyfunc.load_model("models:/<name>@champion")``."""
+    registry = configure(home, config)
+    if registry.champion_version() is None:
+        raise LookupError(f"no {CHAMPION!r} alias on model {registry.name!r} at {registry.uri}")
+    return mlflow.pyfunc.load_model(f"models:/{registry.name}@{CHAMPION}")
+
+
+def load_champion(config: Config, home: Home) -> tuple[Recommender, dict[str, Any]] | None:
+    """The champion recommender rebuilt from the registry (not from memory), or None."""
+    return configure(home, config).load_champion()

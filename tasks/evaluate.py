@@ -1,0 +1,237 @@
+"""Offline evaluation: full ranking over the whole catalogue, candidate vs champion vs baselines.
+
+Protocol (the same for every scorer, so their numbers are comparable):
+
+- Each case is one user's held-out next item and the history before it (``recloop.data.EvalCases``).
+- The scorer's columns are mapped onto the catalogue; catalogue items the scorer does not know (and
+  NaN scores) score ``-inf``. Items of the user's history are taken out of the ranking, as
+  CONTRACT.md §4 serving excludes them.
+- Cases whose target is already in the history (a repeat) cannot be hit once history is excluded;
+  they are left out of the metrics and counted in ``n_target_in_history``. Cases whose target is not
+  in the catalogue are left out likewise and counted in ``n_target_unknown``.
+- Ties are counted pessimistically: the target's 0-based rank is the number of other items scoring
+  ``>=`` it, so a constant scorer ranks every target last instead of scoring by luck of the sort
+  (and a target the scorer does not know ranks last).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from recloop.baselines import ItemTransitions, Popularity, RecentPopularity
+from recloop.config import Config
+from recloop.data import EvalCases
+from recloop.metrics import metrics_from_ranks
+
+logger = logging.getLogger(__name__)
+
+CANDIDATE, CHAMPION = "candidate", "champion"
+BASELINES = ("popularity", "recent_popularity", "transitions")
+
+
+class Scorer(Protocol):
+    """What the evaluator needs from a model: the Recommender and the baselines all fit."""
+
+    item_ids: list[str]
+
+    def score(self, histories: list[list[str]]) -> np.ndarray: ...
+
+
+def evaluate_scorer(
+    scorer: Scorer,
+    cases: EvalCases,
+    catalogue_ids: Sequence[str],
+    ks: Sequence[int] = (10, 20),
+    batch_size: int = 256,
+) -> dict[str, float]:
+    """Rank the whole catalogue for every case and average NDCG@k, Recall@k and MRR.
+
+    Returns ``metrics_from_ranks`` keys plus ``n_cases`` (cases scored), ``n_target_in_history``
+    and ``n_target_unknown`` (cases left out; see the module docstring).
+    """
+    catalogue = {item: j for j, item in enumerate(catalogue_ids)}
+    n = len(catalogue)
+    cols = np.array([catalogue.get(item, -1) for item in scorer.item_ids], dtype=np.int64)
+    known_cols = np.flatnonzero(cols >= 0)  # scorer columns that are catalogue items
+    positions = cols[known_cols]  # their catalogue positions
+
+    keep: list[int] = []
+    in_history = unknown = 0
+    for i, (history, target) in enumerate(zip(cases.histories, cases.targets, strict=True)):
+        if target not in catalogue:
+            unknown += 1
+        elif target in set(history):
+            in_history += 1
+        else:
+            keep.append(i)
+
+    ranks = np.empty(len(keep), dtype=np.int64)
+    for start in range(0, len(keep), batch_size):
+        index = keep[start : start + batch_size]
+        histories = [cases.histories[i] for i in index]
+        raw = np.asarray(scorer.score(histories), dtype=np.float64)
+        if raw.shape != (len(index), len(scorer.item_ids)):
+            raise ValueError(
+                f"scorer returned shape {raw.shape}, expected {(len(index), len(scorer.item_ids))}"
+            )
+        full = np.full((len(index), n), -np.inf)
+        full[:, positions] = raw[:, known_cols]
+        full[np.isnan(full)] = -np.inf
+        rows = [b for b, h in enumerate(histories) for item in h if item in catalogue]
+        seen = [catalogue[item] for h in histories for item in h if item in catalogue]
+        target_pos = np.array([catalogue[cases.targets[i]] for i in index], dtype=np.int64)
+        target_score = full[np.arange(len(index)), target_pos][:, None]
+        # History items are out of the ranking altogether: NaN compares False with everything.
+        full[rows, seen] = np.nan
+        # Pessimistic ties: every other ranked item scoring >= the target ranks above it.
+        ranks[start : start + len(index)] = (full >= target_score).sum(axis=1) - 1
+
+    out: dict[str, float] = dict(metrics_from_ranks(ranks, ks))
+    out["n_cases"] = len(keep)
+    out["n_target_in_history"] = in_history
+    out["n_target_unknown"] = unknown
+    return out
+
+
+@dataclass
+class EvaluationReport:
+    """Metrics of every compared model on the same cases, plus how those cases were drawn."""
+
+    rows: dict[str, dict[str, float]]  # model name -> metrics; candidate first, baselines last
+    n_users: int
+    n_items: int
+    seed: int
+    ks: tuple[int, ...]
+    seconds: dict[str, float] = field(default_factory=dict)  # evaluation time per model
+
+    def metric(self, model: str, name: str) -> float:
+        """One number, e.g. ``report.metric("candidate", "ndcg_at_10")``."""
+        if model not in self.rows:
+            raise KeyError(f"no {model!r} in the report (have: {', '.join(self.rows)})")
+        return float(self.rows[model][name])
+
+    def get(self, model: str) -> dict[str, float] | None:
+        """A model's metrics, or None when it was not evaluated (e.g. no champion yet)."""
+        return self.rows.get(model)
+
+    def flat_metrics(self) -> dict[str, float]:
+        """``{"ndcg_at_10": candidate's, "champion_ndcg_at_10": ..., "popularity_mrr": ...}``.
+
+        The candidate's metrics are unprefixed (CONTRACT.md §4 run metrics); every other model's
+        are prefixed with its name.
+        """
+        out: dict[str, float] = {}
+        for model, metrics in self.rows.items():
+            prefix = "" if model == CANDIDATE else f"{model}_"
+            out.update({f"{prefix}{key}": float(value) for key, value in metrics.items()})
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (the MLflow artifact ``evaluation.json``)."""
+        return {
+            "rows": {model: dict(metrics) for model, metrics in self.rows.items()},
+            "n_users": self.n_users,
+            "n_items": self.n_items,
+            "seed": self.seed,
+            "ks": list(self.ks),
+            "seconds": dict(self.seconds),
+        }
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> EvaluationReport:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            rows={m: dict(v) for m, v in values["rows"].items()},
+            n_users=int(values["n_users"]),
+            n_items=int(values["n_items"]),
+            seed=int(values["seed"]),
+            ks=tuple(values["ks"]),
+            seconds=dict(values.get("seconds", {})),
+        )
+
+    def to_markdown(self) -> str:
+        """A table: one row per model, one column per metric."""
+        names = [f"{m}_at_{k}" for k in self.ks for m in ("ndcg", "recall")] + ["mrr"]
+        header = "| model | " + " | ".join(names) + " |"
+        lines = [
+            f"Evaluation on {self.n_users} users, {self.n_items} catalogue items "
+            f"(full ranking, history excluded, seed {self.seed}).",
+            "",
+            header,
+            "|" + "---|" * (len(names) + 1),
+        ]
+        for model, metrics in self.rows.items():
+            cells = [f"{metrics[name]:.4f}" if name in metrics else "" for name in names]
+            lines.append(f"| {model} | " + " | ".join(cells) + " |")
+        return "\n".join(lines) + "\n"
+
+
+def evaluate_all(
+    candidate: Scorer,
+    champion: Scorer | None,
+    train_interactions: pd.DataFrame,
+    cases: EvalCases,
+    catalogue_ids: Sequence[str],
+    config: Config,
+) -> EvaluationReport:
+    """Evaluate the candidate, the champion (if any) and the three baselines on the same cases.
+
+    The baselines are fitted on ``train_interactions`` (never on the held-out targets). Cases are a
+    seeded sample of ``config.eval.max_users`` users (all when 0).
+    """
+    cases = cases.sample(config.eval.max_users, config.seed)
+    catalogue_ids = [str(item) for item in catalogue_ids]
+    scorers: dict[str, Scorer] = {CANDIDATE: candidate}
+    if champion is not None:
+        scorers[CHAMPION] = champion
+    scorers["popularity"] = Popularity(train_interactions, catalogue_ids)
+    scorers["recent_popularity"] = RecentPopularity(train_interactions, catalogue_ids)
+    scorers["transitions"] = ItemTransitions(
+        train_interactions, catalogue_ids, window=config.eval.transition_window
+    )
+    rows: dict[str, dict[str, float]] = {}
+    seconds: dict[str, float] = {}
+    for name, scorer in scorers.items():
+        started = time.perf_counter()
+        rows[name] = evaluate_scorer(
+            scorer, cases, catalogue_ids, config.eval.ks, config.eval.batch_size
+        )
+        seconds[name] = round(time.perf_counter() - started, 3)
+        logger.info(
+            "%s: ndcg_at_10=%.4f over %d cases (%.1fs)",
+            name,
+            rows[name].get("ndcg_at_10", float("nan")),
+            rows[name]["n_cases"],
+            seconds[name],
+        )
+    return EvaluationReport(
+        rows=rows,
+        n_users=len(cases),
+        n_items=len(catalogue_ids),
+        seed=config.seed,
+        ks=tuple(config.eval.ks),
+        seconds=seconds,
+    )
+
+
+# NO_CACHE: the inputs hold models and DataFrames; hashing them for a cache key is slow and useless.
+@task(name="evaluate", cache_policy=NO_CACHE)
+def evaluate_task(
+    candidate: Scorer,
+    champion: Scorer | None,
+    train_interactions: pd.DataFrame,
+    cases: EvalCases,
+    catalogue_ids: Sequence[str],
+    config: Config,
+) -> EvaluationReport:
+    """Prefect task: :func:`evaluate_all`."""
+    return evaluate_all(candidate, champion, train_interactions, cases, catalogue_ids, config)

@@ -1,0 +1,187 @@
+"""Real MLflow on SQLite in tmp_path: register, gate, alias, reload by alias in a fresh process."""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from models.pyfunc import RecloopModel, parse_history
+from models.sasrec import Recommender, SeqRec
+from recloop import registry
+from recloop.config import Config, RecommenderConfig
+from recloop.paths import Home
+from tasks.evaluate import EvaluationReport
+from tasks.promote import promote_candidate
+
+pytestmark = pytest.mark.model
+
+ITEMS = [f"i{j}" for j in range(12)]
+
+
+def tiny_recommender(seed: int) -> Recommender:
+    """Untrained but real: a 1-layer SeqRec over 12 items with random text vectors."""
+    torch.manual_seed(seed)
+    config = RecommenderConfig(
+        hidden_size=16, num_layers=1, num_heads=2, max_seq_len=8, dropout=0.0
+    )
+    model = SeqRec(config, num_items=len(ITEMS), text_dim=8)
+    with torch.no_grad():
+        model.text_emb[1:] = torch.randn(len(ITEMS), 8)
+    return Recommender(model, ITEMS, popularity=np.arange(len(ITEMS), 0, -1), metadata={"s": seed})
+
+
+def report(candidate: float, champion: float | None, popularity: float) -> EvaluationReport:
+    def row(v: float) -> dict[str, float]:
+        return {"ndcg_at_10": v, "recall_at_10": 2 * v, "mrr": v / 2, "n_cases": 5}
+
+    rows = {"candidate": row(candidate)}
+    if champion is not None:
+        rows["champion"] = row(champion)
+    rows |= {
+        "popularity": row(popularity),
+        "recent_popularity": row(0.01),
+        "transitions": row(0.02),
+    }
+    return EvaluationReport(rows=rows, n_users=5, n_items=len(ITEMS), seed=42, ks=(10,))
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """One SQLite store for the module: creating its tables takes ~10 s on 2 cores."""
+    saved = os.environ.pop("MLFLOW_TRACKING_URI", None)
+    home = Home(tmp_path_factory.mktemp("registry") / "home")
+    yield home, Config()
+    if saved is not None:
+        os.environ["MLFLOW_TRACKING_URI"] = saved
+
+
+def test_register_gate_alias_and_serve_by_alias(env, tmp_path):
+    home, config = env
+    reg = registry.configure(home, config)
+    assert reg.uri == f"sqlite:///{home.mlflow_db}"
+    assert reg.champion_version() is None
+    assert registry.load_champion(config, home) is None
+
+    first = promote_candidate(
+        tiny_recommender(0), report(0.05, None, 0.02), config, home,
+        tags={"batch_ids": ["b1"], "data_fingerprint": "abc"},
+        extra_metrics={"train_seconds": 1.5},
+    )  # fmt: skip
+    assert first.promoted and first.champion_version_before is None
+    assert reg.champion_version() == first.version == reg.challenger_version()
+
+    # second candidate is worse than the champion: registered, tagged failed, not promoted
+    second = promote_candidate(
+        tiny_recommender(1), report(0.04, 0.05, 0.02), config, home,
+        tags={"batch_ids": ["b2"], "data_fingerprint": "def"},
+    )  # fmt: skip
+    assert not second.promoted and second.champion_version_before == first.version
+    assert reg.champion_version() == first.version
+    assert reg.challenger_version() == second.version
+
+    versions = reg.list_versions()
+    assert [v["version"] for v in versions] == [first.version, second.version]
+    one, two = versions
+    assert one["tags"]["gate"] == "passed" and "champion" in one["aliases"]
+    assert two["tags"]["gate"] == "failed" and two["aliases"] == ["challenger"]
+    assert "<= champion 0.0500" in two["tags"]["reason"]
+    assert two["tags"]["parent_version"] == first.version
+    assert json.loads(two["tags"]["batch_ids"]) == ["b2"]
+    assert two["tags"]["data_fingerprint"] == "def"
+    assert json.loads(two["tags"]["metrics"])["ndcg_at_10"] == pytest.approx(0.04)
+
+    run = reg.client.get_run(first.run_id)
+    assert run.data.metrics["ndcg_at_10"] == pytest.approx(0.05)
+    assert run.data.metrics["popularity_ndcg_at_10"] == pytest.approx(0.02)
+    assert run.data.metrics["train_seconds"] == pytest.approx(1.5)
+    assert run.data.params["model.hidden_size"] == str(config.model.hidden_size)
+    artifacts = {a.path for a in reg.client.list_artifacts(first.run_id, "evaluation")}
+    assert artifacts == {"evaluation/report.json", "evaluation/report.md"}
+    assert str(home.mlartifacts) in reg.client.get_experiment(reg.experiment_id).artifact_location
+
+    # load_champion rebuilds from the registry's artifacts: same scores as the logged model
+    loaded, info = registry.load_champion(config, home)
+    assert info["version"] == first.version
+    histories = [["i1", "i2"], []]
+    np.testing.assert_allclose(loaded.score(histories), tiny_recommender(0).score(histories))
+
+    # a fresh interpreter in another directory, knowing only the tracking URI
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    script = textwrap.dedent(
+        """
+        import json, mlflow, pandas as pd
+        model = mlflow.pyfunc.load_model("models:/recloop@champion")
+        df = pd.DataFrame({"user_id": ["u1", "u2", "u3"],
+                           "history": [["i1", "i2"], [], ["unknown", "i3"]]})
+        out = model.predict(df, params={"k": 3})
+        keep = model.predict(df.head(1), params={"k": 12, "exclude_seen": False})
+        print(json.dumps({"columns": list(out.columns), "rows": out.to_dict("records"),
+                          "keep": keep["item_ids"][0]}, default=list))
+        """
+    )
+    child_env = {**os.environ, "MLFLOW_TRACKING_URI": reg.uri}
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=elsewhere, env=child_env,
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["columns"] == ["user_id", "item_ids", "scores"]
+    rows = result["rows"]
+    assert [r["user_id"] for r in rows] == ["u1", "u2", "u3"]
+    for r in rows:
+        assert len(r["item_ids"]) == 3 and len(r["scores"]) == 3
+        assert all(isinstance(i, str) for i in r["item_ids"])
+        assert r["scores"] == sorted(r["scores"], reverse=True)
+    assert not {"i1", "i2"} & set(rows[0]["item_ids"])  # history excluded by default
+    assert "i3" not in rows[2]["item_ids"]  # unknown id ignored, known one excluded
+    assert rows[1]["item_ids"] == ["i0", "i1", "i2"]  # empty history: popularity fallback
+    assert {"i1", "i2"} <= set(result["keep"])  # exclude_seen False keeps them
+    expected, _ = tiny_recommender(0).recommend([["i1", "i2"]], k=3)
+    assert rows[0]["item_ids"] == expected[0]
+    assert not (elsewhere / "mlflow.db").exists()  # it used the given URI, not the cwd
+
+
+def test_set_champion_rolls_back(env):
+    home, config = env
+    # its own registered model in the same store, so the tests do not depend on each other
+    config = dataclasses.replace(
+        config, registry=dataclasses.replace(config.registry, model_name="rb")
+    )
+    reg = registry.configure(home, config)
+    a = reg.log_candidate(tiny_recommender(0), report(0.05, None, 0.02), tags={})
+    b = reg.log_candidate(tiny_recommender(1), report(0.06, None, 0.02), tags={})
+    assert reg.challenger_version() == b.version and reg.champion_version() is None
+    reg.set_champion(b.version, "manual")
+    reg.set_champion(a.version, "rollback: b misbehaved")
+    assert reg.champion_version() == a.version
+    assert reg.version_info(a.version)["tags"]["champion_reason"] == "rollback: b misbehaved"
+    # configure twice reuses the experiment
+    assert registry.configure(home, config).experiment_id == reg.experiment_id
+
+
+def test_pyfunc_accepts_every_history_transport():
+    model = RecloopModel()
+    model.recommender = tiny_recommender(0)
+    df = pd.DataFrame(
+        {
+            "user_id": [1, "u2", "u3", "u4"],
+            "history": [["i1"], np.array(["i1"]), '["i1"]', None],
+        }
+    )
+    out = model.predict(None, df, params={"k": 2, "exclude_seen": "false"})
+    assert list(out.columns) == ["user_id", "item_ids", "scores"]
+    assert out["user_id"].tolist() == ["1", "u2", "u3", "u4"]
+    assert out["item_ids"][0] == out["item_ids"][1] == out["item_ids"][2]
+    assert out["item_ids"][3] == ["i0", "i1"]  # no history: popularity
+    assert parse_history("i7") == ["i7"] and parse_history(float("nan")) == []
+    with pytest.raises(TypeError):
+        parse_history(3)
