@@ -1,0 +1,89 @@
+"""Assemble what one cycle trains and evaluates on, from the archive and the champion's lineage."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+
+import pandas as pd
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from recloop import registry
+from recloop.config import Config
+from recloop.data import EvalCases, holdout_last_events
+from recloop.landing import archived_batches, read_archive
+from recloop.paths import Home
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class CycleData:
+    """The inputs of one incremental cycle."""
+
+    pending: list[str]  # batch ids this cycle learns from (landed since the champion was trained)
+    trained_batches: list[str]  # every batch the candidate will have learned (lineage)
+    items: pd.DataFrame  # the whole catalogue as archived (raw text, before cleaning)
+    train_interactions: pd.DataFrame  # everything archived minus the held-out events
+    cases: EvalCases  # one held-out next item per user active in the pending batches
+    focus_users: set[str] = field(default_factory=set)  # users active in the pending batches
+    data_fingerprint: str = ""
+
+    def summary(self) -> dict[str, int]:
+        return {
+            "pending_batches": len(self.pending),
+            "catalogue_items": len(self.items),
+            "train_interactions": len(self.train_interactions),
+            "eval_users": len(self.cases),
+            "focus_users": len(self.focus_users),
+        }
+
+
+def fingerprint(frame: pd.DataFrame) -> str:
+    """A short content hash of a table, recorded as a lineage tag."""
+    digest = hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def prepare_cycle(home: Home, applied: list[str]) -> CycleData | None:
+    """Split the archive into what the champion has seen and what has arrived since.
+
+    ``applied`` lists the batches the champion was trained on. Returns ``None`` when no batch is
+    pending. The last event of every user active in the pending batches is held out, so that the
+    candidate, the champion and the baselines are all judged on the same newest events, none of
+    which any of them has trained on.
+    """
+    batches = archived_batches(home)
+    seen = set(applied)
+    pending = [b.batch_id for b in batches if b.batch_id not in seen]
+    if not pending:
+        return None
+    known = [b.batch_id for b in batches if b.batch_id in seen]
+    archive = read_archive(home)
+    prior = read_archive(home, known).interactions if known else archive.interactions.iloc[:0]
+    new = read_archive(home, pending).interactions
+    train, cases = holdout_last_events(prior, new)
+    data = CycleData(
+        pending=pending,
+        trained_batches=[*known, *pending],
+        items=archive.items,
+        train_interactions=train,
+        cases=cases,
+        focus_users=set(new["user_id"]),
+        data_fingerprint=fingerprint(archive.interactions),
+    )
+    logger.info("cycle data: %s", data.summary())
+    return data
+
+
+@task(name="load_champion", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def load_champion_task(config: Config, home: Home):  # noqa: ANN201 - (Recommender, info) | None
+    """The current champion, rebuilt from its registered checkpoint (None before the first)."""
+    return registry.load_champion(config, home)
+
+
+@task(name="prepare", cache_policy=NO_CACHE)
+def prepare_task(home: Home, applied: list[str]) -> CycleData | None:
+    return prepare_cycle(home, applied)

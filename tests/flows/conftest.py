@@ -1,0 +1,31 @@
+"""A real (temporary, local) Prefect server for the whole flows session, and a tiny config."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+TINY_CONFIG = {
+    "encoder": {"max_steps": 2, "batch_size": 8, "max_length": 32, "embed_batch_size": 64},
+    "model": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "max_seq_len": 20},
+    "train": {"epochs": 4, "finetune_epochs": 2, "patience": 2, "replay_size": 200},
+}
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[None]:
+    """Prefect's own test harness: a real API server on SQLite, started once per session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def tiny_config(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY_CONFIG), encoding="utf-8")
+    return path

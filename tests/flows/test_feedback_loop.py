@@ -1,0 +1,121 @@
+"""The real ``feedback-loop`` flow on a tiny config under a real local Prefect server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from recloop.data import write_dataset
+from recloop.demo import simulate
+from recloop.paths import get_home
+from recloop.replay import stage_windows
+
+pytestmark = pytest.mark.flows
+
+
+def _flow_run_states(name: str) -> list[str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[name])))
+    return [run.state.type.value for run in runs if run.state is not None]
+
+
+def _registry(home: Path):
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(f"sqlite:///{home / 'mlflow.db'}")
+    return MlflowClient()
+
+
+def test_feedback_loop_lands_trains_evaluates_and_promotes(
+    prefect_server: None, tiny_config: Path, tmp_path: Path
+) -> None:
+    from flows.feedback_loop import feedback_loop
+
+    data_dir = write_dataset(simulate(seed=3, n_users=150, n_items=200), tmp_path / "demo")
+    home = get_home(tmp_path / "home")
+    staged = stage_windows(data_dir, 2, home.root, tiny_config)
+
+    first = feedback_loop(
+        batch_files=[str(staged[0][0])],
+        items_files=[str(staged[0][1])],
+        home=str(home.root),
+        config_path=str(tiny_config),
+    )
+    assert first["landed"][0]["status"] == "archived"
+    assert first["status"] in {"promoted", "kept-champion"}
+    assert first["version"] == "1"
+    rows = first["metrics"]["rows"]
+    assert {"candidate", "popularity", "transitions"} <= set(rows)
+    assert "champion" not in rows  # nothing to compare against before the first version
+
+    client = _registry(home.root)
+    v1 = client.get_model_version("recloop", "1")
+    assert v1.tags["gate"] in {"passed", "failed"}
+    assert v1.tags["reason"] == first["reason"]
+    assert str(client.get_model_version_by_alias("recloop", "challenger").version) == "1"
+
+    second = feedback_loop(
+        batch_files=[str(staged[1][0])],
+        items_files=[str(staged[1][1])],
+        home=str(home.root),
+        config_path=str(tiny_config),
+    )
+    assert second["version"] == "2"
+    v2 = client.get_model_version("recloop", "2")
+    assert v2.tags["batch_ids"] == second["landed"][0]["batch_id"]
+    if first["promoted"]:
+        # Warm start from the registered champion, judged against it on the same events.
+        assert v2.tags["parent_version"] == "1"
+        assert v2.tags["warm_start"] == "true"
+        assert "champion" in second["metrics"]["rows"]
+        champion = str(client.get_model_version_by_alias("recloop", "champion").version)
+        assert champion == ("2" if second["promoted"] else "1")
+
+    # The same batch landed again is recognised and not applied twice.
+    again = feedback_loop(
+        batch_files=[str(staged[1][0])],
+        items_files=[str(staged[1][1])],
+        home=str(home.root),
+        config_path=str(tiny_config),
+    )
+    assert again["landed"][0]["status"] == "duplicate"
+    assert again["status"] == "up-to-date"
+    assert len(client.search_model_versions("name='recloop'")) == 2
+
+    assert _flow_run_states("feedback-loop").count("COMPLETED") >= 3
+
+
+def test_bad_batch_is_quarantined_and_nothing_else_changes(
+    prefect_server: None, tiny_config: Path, tmp_path: Path
+) -> None:
+    from flows.feedback_loop import feedback_loop
+
+    home = get_home(tmp_path / "home").ensure()
+    bad = tmp_path / "bad.csv"
+    pd.DataFrame(
+        {"user_id": ["u1", None], "item_id": ["i1", "i2"], "timestamp": [1_700_000_000] * 2}
+    ).to_csv(bad, index=False)
+    items = tmp_path / "items.csv"
+    pd.DataFrame({"item_id": ["i1", "i2"], "title": ["a", "b"], "text": ["", ""]}).to_csv(
+        items, index=False
+    )
+    out = feedback_loop(
+        batch_files=[str(bad)],
+        items_files=[str(items)],
+        home=str(home.root),
+        config_path=str(tiny_config),
+    )
+    landed = out["landed"][0]
+    assert landed["status"] == "quarantined"
+    assert "user_id" in landed["message"] and "bad.csv" in landed["message"]
+    assert out["status"] == "up-to-date"
+    assert list(home.archive.iterdir()) == []
+    quarantined = home.quarantine / landed["batch_id"]
+    assert (quarantined / "received" / "bad.csv").read_bytes() == bad.read_bytes()
+    assert (quarantined / "report.md").exists()
