@@ -25,6 +25,7 @@ from models.encoder import TextEmbedder
 from models.sasrec import PAD, Recommender, SeqRec
 from recloop.config import Config
 from recloop.data import build_sequences
+from recloop.metrics import metrics_from_ranks
 from recloop.paths import Home
 from recloop.training import param_groups, train_loop
 
@@ -87,7 +88,7 @@ def validation_ndcg(
     if not targets:
         return float("nan")
     model.eval()
-    total = 0.0
+    ranks = []
     with torch.no_grad():
         items = model.item_repr()
         limit = model.config.max_seq_len
@@ -105,10 +106,8 @@ def validation_ndcg(
             for row, history in enumerate(histories[start : start + batch_size]):
                 seen[row, history] = True
             logits[seen] = float("-inf")
-            rank = (logits > target_score).sum(1)  # 0-based
-            gains = torch.where(rank < k, 1.0 / torch.log2(rank.float() + 2.0), 0.0)
-            total += float(gains.sum())
-    return total / len(targets)
+            ranks.append((logits > target_score).sum(1).numpy())  # 0-based
+    return metrics_from_ranks(np.concatenate(ranks), (k,))[f"ndcg_at_{k}"]
 
 
 def _catalogue_order(
