@@ -52,9 +52,17 @@ mlflow.models.set_model(RecloopModel())
 """
 
 
+# mlflow.set_tracking_uri() also writes MLFLOW_TRACKING_URI into os.environ; remember what recloop
+# set there, so that a later home in the same process is not sent to the first home's store.
+_uri_set_here: str | None = None
+
+
 def tracking_uri(home: Home) -> str:
-    """``MLFLOW_TRACKING_URI`` if set, else the SQLite store in the recloop home."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home.mlflow_db}"
+    """``MLFLOW_TRACKING_URI`` if the user set it, else the SQLite store in the recloop home."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env and env != _uri_set_here:
+        return env
+    return f"sqlite:///{home.mlflow_db}"
 
 
 def _requirements() -> list[str]:
@@ -237,8 +245,12 @@ def configure(home: Home, config: Config) -> Registry:
     uri = tracking_uri(home)
     if uri.startswith("sqlite:///"):
         home.root.mkdir(parents=True, exist_ok=True)
+    global _uri_set_here
+    user_set = os.environ.get("MLFLOW_TRACKING_URI") not in (None, "", _uri_set_here)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    if not user_set:
+        _uri_set_here = uri
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     name = config.registry.experiment
     experiment = client.get_experiment_by_name(name)
@@ -266,3 +278,21 @@ def load_champion_pyfunc(config: Config, home: Home) -> Any:
 def load_champion(config: Config, home: Home) -> tuple[Recommender, dict[str, Any]] | None:
     """The champion recommender rebuilt from the registry (not from memory), or None."""
     return configure(home, config).load_champion()
+
+
+def load_model_uri(uri: str, config: Config, home: Home) -> Recommender:
+    """The recommender behind a model URI (``models:/recloop@champion``, ``models:/recloop/3``,
+    ``runs:/<run id>/model``) in the home's tracking store, rebuilt from its checkpoint artifact.
+
+    Raises LookupError, with MLflow's reason, when the URI cannot be loaded.
+    """
+    configure(home, config)
+    try:
+        loaded = mlflow.pyfunc.load_model(uri)
+    except MlflowException as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        raise LookupError(f"cannot load {uri} from {tracking_uri(home)}: {reason}") from error
+    recommender = getattr(loaded.unwrap_python_model(), "recommender", None)
+    if recommender is None:
+        raise LookupError(f"{uri} is not a recloop model (no recommender in its pyfunc)")
+    return recommender

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,7 +17,7 @@ from models.pyfunc import RecloopModel, parse_history
 from models.sasrec import Recommender, SeqRec
 from recloop import registry
 from recloop.config import Config, RecommenderConfig
-from recloop.paths import Home
+from recloop.paths import Home, get_home
 from tasks.evaluate import EvaluationReport
 from tasks.promote import promote_candidate
 
@@ -185,3 +186,10 @@ def test_pyfunc_accepts_every_history_transport():
     assert parse_history("i7") == ["i7"] and parse_history(float("nan")) == []
     with pytest.raises(TypeError):
         parse_history(3)
+
+
+def test_a_second_home_in_the_same_process_gets_its_own_store(tmp_path: Path) -> None:
+    """mlflow.set_tracking_uri writes MLFLOW_TRACKING_URI; it must not leak into the next home."""
+    first, second = get_home(tmp_path / "a"), get_home(tmp_path / "b")
+    registry.configure(first, Config())
+    assert registry.tracking_uri(second) == f"sqlite:///{second.mlflow_db}"
