@@ -12,14 +12,10 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
+from flows.cycle import train_evaluate_promote
 from recloop.config import load_config
 from recloop.paths import get_home
-from tasks.clean_text import clean_text_task
-from tasks.evaluate import evaluate_task
-from tasks.fine_tune import fine_tune_task
 from tasks.prepare import load_champion_task, prepare_task
-from tasks.pretrain import pretrain_task
-from tasks.promote import promote_task
 from tasks.validate import land_task
 
 
@@ -57,78 +53,22 @@ def feedback_loop(
     summary: dict[str, Any] = {"landed": landed}
 
     champion = load_champion_task(config, recloop_home)
-    parent, parent_info = champion if champion is not None else (None, None)
-    applied = list(parent.metadata.get("trained_batches", [])) if parent is not None else []
+    applied = list(champion[0].metadata.get("trained_batches", [])) if champion else []
     data = prepare_task(recloop_home, applied)
     if data is None:
         log.info("No batch pending since the champion was trained: nothing to learn.")
         summary.update(status="up-to-date", seconds=round(time.perf_counter() - started, 1))
         return summary
-    if len(data.cases) == 0:
-        log.warning("The pending batches hold no user with history to evaluate on.")
-
-    catalogue = clean_text_task(data.items, config.text)
-    encoder = pretrain_task(catalogue, recloop_home, config, force=force_pretrain)
-    tuned = fine_tune_task(
-        data.train_interactions,
-        catalogue,
-        encoder.encoder_path,
-        recloop_home,
-        config,
-        parent,
-        data.focus_users,
-    )
-    tuned.recommender.metadata.update(
-        trained_batches=data.trained_batches,
-        data_fingerprint=data.data_fingerprint,
-        encoder_path=str(encoder.encoder_path),
-    )
-    report = evaluate_task(
-        tuned.recommender,
-        parent,
-        data.train_interactions,
-        data.cases,
-        list(catalogue["item_id"]),
-        config,
-    )
-    tags = {
-        "parent_version": str(parent_info["version"]) if parent_info else "",
-        "batch_ids": ",".join(data.pending),
-        "data_fingerprint": data.data_fingerprint,
-        "warm_start": str(tuned.report.get("warm_start", False)).lower(),
-        "encoder_pretrained": str(encoder.ran).lower(),
-    }
-    extra_metrics = {
-        "train_seconds": float(tuned.report.get("seconds", 0.0)),
-        "pretrain_ran": float(encoder.ran),
-    }
-    promotion = promote_task(
-        tuned.recommender,
-        report,
-        config,
-        recloop_home,
-        tags,
-        extra_metrics,
-        {
-            "training": {"fine_tune": tuned.report, "pretrain": encoder.report},
-            "data": data.summary(),
-        },
-    )
     summary.update(
-        status="promoted" if promotion.promoted else "kept-champion",
-        batches=data.pending,
-        version=promotion.version,
-        champion_before=promotion.champion_version_before,
-        promoted=promotion.promoted,
-        reason=promotion.decision.reason,
-        metrics=report.to_dict(),
-        data=data.summary(),
-        seconds=round(time.perf_counter() - started, 1),
+        train_evaluate_promote(
+            data,
+            champion,
+            recloop_home,
+            config,
+            training="incremental",
+            warm_start=True,
+            force_pretrain=force_pretrain,
+        )
     )
-    log.info(
-        "Version %s %s: %s",
-        promotion.version,
-        "promoted to champion" if promotion.promoted else "not promoted",
-        promotion.decision.reason,
-    )
+    summary["seconds"] = round(time.perf_counter() - started, 1)
     return summary

@@ -78,6 +78,40 @@ def prepare_cycle(home: Home, applied: list[str]) -> CycleData | None:
     return data
 
 
+def prepare_full(home: Home) -> CycleData | None:
+    """Everything archived, for a model trained from scratch (the ``full-retrain`` flow).
+
+    Returns ``None`` when nothing is archived. The evaluation cases are defined as in
+    :func:`prepare_cycle` with the newest archived batch as the arriving one: the last event of
+    every user active in it is held out. These are the events the incremental loop holds out when
+    it consumes that batch, so no champion trained by the loop (nor by an earlier full retrain)
+    has trained on them, and candidate, champion and baselines are judged on the same events.
+    """
+    batches = archived_batches(home)
+    if not batches:
+        return None
+    ids = [b.batch_id for b in batches]
+    archive = read_archive(home)
+    prior = (
+        read_archive(home, ids[:-1]).interactions if len(ids) > 1 else archive.interactions.iloc[:0]
+    )
+    newest = read_archive(home, ids[-1:]).interactions
+    train, cases = holdout_last_events(prior, newest)
+    data = CycleData(
+        pending=ids,
+        trained_batches=ids,
+        items=archive.items,
+        train_interactions=train,
+        cases=cases,
+        # Early stopping watches the newest users, as in an incremental update, so the two
+        # trainings are tuned on the same slice.
+        focus_users=set(newest["user_id"]),
+        data_fingerprint=fingerprint(archive.interactions),
+    )
+    logger.info("full retrain data: %s", data.summary())
+    return data
+
+
 @task(name="load_champion", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
 def load_champion_task(config: Config, home: Home):  # noqa: ANN201 - (Recommender, info) | None
     """The current champion, rebuilt from its registered checkpoint (None before the first)."""
@@ -87,3 +121,9 @@ def load_champion_task(config: Config, home: Home):  # noqa: ANN201 - (Recommend
 @task(name="prepare", cache_policy=NO_CACHE)
 def prepare_task(home: Home, applied: list[str]) -> CycleData | None:
     return prepare_cycle(home, applied)
+
+
+@task(name="prepare_full", cache_policy=NO_CACHE)
+def prepare_full_task(home: Home) -> CycleData | None:
+    """Prefect task: :func:`prepare_full`."""
+    return prepare_full(home)

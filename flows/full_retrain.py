@@ -1,0 +1,84 @@
+"""The ``full-retrain`` flow: the same model from scratch on all archived data (CONTRACT.md §5).
+
+[land a dataset] → prepare (everything archived) → clean_text → pretrain → fine_tune (no parent) →
+evaluate → promote. It is the yardstick the incremental updates are measured against and the
+recovery path when a chain of updates has drifted. The champion is loaded only to be compared with
+on the same held-out events and to record the lineage; no weight of it is reused. The same gate
+decides whether the new version becomes champion.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from flows.cycle import train_evaluate_promote
+from recloop.config import load_config
+from recloop.data import find_table
+from recloop.landing import QUARANTINED
+from recloop.paths import get_home
+from tasks.prepare import load_champion_task, prepare_full_task
+from tasks.validate import land_task
+
+TRAINING = "full-retrain"  # the ``training`` tag and metadata value of the versions it registers
+
+
+@flow(name="full-retrain", log_prints=False)
+def full_retrain(
+    data_dir: str | None = None,
+    home: str | None = None,
+    config_path: str | None = None,
+    force_pretrain: bool = False,
+) -> dict[str, Any]:
+    """Train a new version from scratch on every archived batch, evaluate it, gate it.
+
+    Args:
+        data_dir: a canonical dataset folder to land first as one batch (validated, archived or
+            quarantined, like any batch); a batch already landed is a duplicate and is not
+            applied twice. A quarantined dataset stops the flow before any training.
+        home: ``RECLOOP_HOME``; default from the environment.
+        config_path: a YAML file overriding the default config.
+        force_pretrain: run MLM pretraining even if the catalogue text has barely changed.
+
+    Returns the same summary as ``feedback-loop`` (``status`` is ``promoted``,
+    ``kept-champion``, ``quarantined`` or ``no-data``).
+    """
+    log = get_run_logger()
+    started = time.perf_counter()
+    config = load_config(config_path)
+    recloop_home = get_home(home).ensure()
+
+    summary: dict[str, Any] = {"landed": []}
+    if data_dir is not None:
+        folder = Path(data_dir)
+        result = land_task(
+            recloop_home, find_table(folder, "interactions"), find_table(folder, "items")
+        )
+        summary["landed"].append(result.to_dict())
+        if result.status == QUARANTINED:
+            log.error("Not retraining: %s", result.message)
+            summary.update(status=QUARANTINED, seconds=round(time.perf_counter() - started, 1))
+            return summary
+
+    data = prepare_full_task(recloop_home)
+    if data is None:
+        log.warning("Nothing is archived under %s: nothing to train on.", recloop_home.archive)
+        summary.update(status="no-data", seconds=round(time.perf_counter() - started, 1))
+        return summary
+    champion = load_champion_task(config, recloop_home)
+    summary.update(
+        train_evaluate_promote(
+            data,
+            champion,
+            recloop_home,
+            config,
+            training=TRAINING,
+            warm_start=False,  # the champion is the yardstick here, not a starting point
+            force_pretrain=force_pretrain,
+        )
+    )
+    summary["seconds"] = round(time.perf_counter() - started, 1)
+    return summary
