@@ -256,6 +256,184 @@ def recommend_command(
     return {"user_id": user_id, "item_ids": list(row["item_ids"]), "scores": list(row["scores"])}
 
 
+@app.command("retrain")
+@_one_line_errors
+def retrain_command(
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data", help="Canonical dataset folder to land first as one batch (validated)."
+        ),
+    ] = None,
+    home: HomeOption = None,
+    config: ConfigOption = None,
+) -> dict[str, Any]:
+    """Train from scratch on all archived data, evaluate against the champion, gate, promote."""
+    from flows.full_retrain import full_retrain
+    from recloop.data import find_table
+
+    if data is not None:  # fail before starting Prefect when the folder is not a dataset
+        find_table(data, "interactions")
+        find_table(data, "items")
+    summary = full_retrain(
+        data_dir=str(data) if data else None,
+        home=str(home) if home else None,
+        config_path=str(config) if config else None,
+    )
+    for landed in summary.get("landed", []):
+        if landed["status"] == "quarantined":
+            _fail(landed["message"])
+        typer.echo(landed["message"], err=True)
+    if summary["status"] == "no-data":
+        _fail("nothing is archived to retrain on; land a batch first (recloop ingest or --data)")
+    summary["window"] = 1
+    typer.echo(format_cycle_table([summary]))
+    return summary
+
+
+def format_evaluation_table(results: list[dict[str, Any]], ks: tuple[int, ...]) -> str:
+    """The table of ``recloop evaluate``: one row per split and model."""
+    names = [f"ndcg_at_{k}" for k in ks] + [f"recall_at_{k}" for k in ks] + ["mrr"]
+    labels = [name.replace("_at_", "@") for name in names]
+    header = f"{'split':<16} {'model':<18} " + " ".join(f"{x:>9}" for x in labels) + "   cases"
+    lines = [header, "-" * len(header)]
+    for result in results:
+        for model, metrics in result["rows"].items():
+            cells = " ".join(f"{_format_metric(metrics.get(name)):>9}" for name in names)
+            cases = int(metrics.get("n_cases", 0))
+            lines.append(f"{result['name']:<16} {model:<18} {cells} {cases:>7}")
+    return "\n".join(lines)
+
+
+def _load_evaluated_model(uri: str, config: Any, home: Any) -> Any:
+    """A Recommender from a checkpoint file or a model URI in the home's registry."""
+    from recloop import registry
+
+    path = Path(uri)
+    if path.is_file():
+        from models.sasrec import Recommender
+
+        try:
+            return Recommender.load(path)
+        except Exception as error:  # torch raises many kinds for a file that is no checkpoint
+            raise ValueError(f"{path}: not a recloop checkpoint ({error})") from error
+    if not os.environ.get("MLFLOW_TRACKING_URI") and not home.mlflow_db.exists():
+        raise LookupError(
+            f"no model registry at {home.mlflow_db}: train a model first (recloop run) "
+            "or pass --model a checkpoint file"
+        )
+    return registry.load_model_uri(uri, config, home)
+
+
+@app.command("evaluate")
+@_one_line_errors
+def evaluate_command(
+    data: Annotated[Path, typer.Option("--data", help="Canonical dataset folder to evaluate on.")],
+    protocol: Annotated[
+        str,
+        typer.Option(
+            "--protocol",
+            help="loo: each user's last event (users with 3+ events); temporal: each user's "
+            "first event in each of K time windows after a base period.",
+        ),
+    ] = "loo",
+    windows: Annotated[
+        int,
+        typer.Option(
+            "--windows",
+            min=1,
+            help="temporal: evaluation windows after the base period (replay.base_fraction "
+            "of the events).",
+        ),
+    ] = 3,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="Model URI (models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN/model) or a "
+            "checkpoint file (default: models:/<registry.model_name>@champion).",
+        ),
+    ] = None,
+    home: HomeOption = None,
+    config: ConfigOption = None,
+) -> dict[str, Any]:
+    """Evaluate a model (default: the champion) beside the baselines on a protocol's test cases.
+
+    Full ranking over the dataset's catalogue, history excluded. The baselines are fitted on each
+    split's events before its test targets. Writes the figures as JSON to
+    RECLOOP_HOME/reports/evaluate-<protocol>-<time>.json.
+    """
+    import json
+    import time
+
+    from recloop.config import load_config
+    from recloop.data import read_dataset
+    from recloop.paths import get_home
+    from recloop.protocols import PROTOCOLS, make_splits
+    from tasks.evaluate import CANDIDATE, evaluate_all
+
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r} (use one of: {', '.join(PROTOCOLS)})")
+    cfg = load_config(config)
+    recloop_home = get_home(home)
+    dataset = read_dataset(data)
+    splits = make_splits(dataset.interactions, protocol, windows, cfg.replay.base_fraction)
+    if not any(len(split.test) for split in splits):
+        raise ValueError(f"{data}: no test cases under the {protocol} protocol")
+    uri = model or f"models:/{cfg.registry.model_name}@champion"
+    recommender = _load_evaluated_model(uri, cfg, recloop_home)
+    catalogue = dataset.items["item_id"].tolist()
+    known = len(set(recommender.item_ids) & set(catalogue))
+    if known < len(catalogue) / 2:
+        typer.echo(
+            f"recloop: warning: the model knows {known} of the {len(catalogue)} catalogue items",
+            err=True,
+        )
+
+    results = []
+    for split in splits:
+        report = evaluate_all(recommender, None, split.train_full, split.test, catalogue, cfg)
+        rows = {("model" if name == CANDIDATE else name): m for name, m in report.rows.items()}
+        results.append({**split.summary(), "rows": rows, "seconds": report.seconds})
+    scored = [r for r in results if r["test_cases"]]
+    mean = None
+    if len(splits) > 1:  # per-window numbers averaged with equal weight, cases summed
+        mean = {"name": "mean", "rows": {}}
+        for name in results[0]["rows"]:
+            keys = [k for k in results[0]["rows"][name] if not k.startswith("n_")]
+            row = {k: sum(r["rows"][name][k] for r in scored) / len(scored) for k in keys}
+            row["n_cases"] = sum(r["rows"][name]["n_cases"] for r in results)
+            mean["rows"][name] = row
+    typer.echo(format_evaluation_table(results + ([mean] if mean else []), tuple(cfg.eval.ks)))
+
+    out = {
+        "command": "evaluate",
+        "protocol": protocol,
+        "model_uri": uri,
+        "data": str(Path(data).resolve()),
+        "windows": windows if protocol == "temporal" else None,
+        "base_fraction": cfg.replay.base_fraction if protocol == "temporal" else None,
+        "n_items": len(catalogue),
+        "model_known_items": known,
+        "seed": cfg.seed,
+        "eval": cfg.to_dict()["eval"],
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "splits": results,
+        "mean": mean,
+    }
+    recloop_home.reports.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = recloop_home.reports / f"evaluate-{protocol}-{stamp}.json"
+    for n in range(2, 1000):  # two evaluations within a second keep both reports
+        if not path.exists():
+            break
+        path = recloop_home.reports / f"evaluate-{protocol}-{stamp}-{n}.json"
+    path.write_text(json.dumps(out, indent=2, default=str) + "\n", encoding="utf-8")
+    typer.echo(f"report: {path}")
+    out["report_path"] = str(path)
+    return out
+
+
 def run() -> None:  # pragma: no cover - the console script
     app()
 
