@@ -40,3 +40,23 @@ def test_run_replays_windows_and_prints_the_cycle_table(
     again = CliRunner().invoke(app, [*args, "--config", str(tiny_config)])
     assert again.exit_code == 0, again.output
     assert "up-to-date" in again.output
+
+
+def test_ingest_then_update_learns_the_landed_batch(
+    prefect_server: None, tiny_config: Path, tmp_path: Path
+) -> None:
+    data = simulate(seed=9, n_users=100, n_items=120)
+    batch, items = tmp_path / "batch.parquet", tmp_path / "items.parquet"
+    data.interactions.to_parquet(batch, index=False)
+    data.items.to_parquet(items, index=False)
+    home = ["--home", str(tmp_path / "home")]
+    runner = CliRunner()
+
+    landed = runner.invoke(app, ["ingest", str(batch), "--items", str(items), *home])
+    assert landed.exit_code == 0, landed.output
+    updated = runner.invoke(app, ["update", *home, "--config", str(tiny_config)])
+    assert updated.exit_code == 0, updated.output
+    rows = [line.split() for line in updated.output.splitlines() if re.match(r"^\s+\d+\s", line)]
+    assert len(rows) == 1 and rows[0][2] == "1"  # version 1 learned the ingested batch
+    again = runner.invoke(app, ["update", *home, "--config", str(tiny_config)])
+    assert again.exit_code == 0 and "up-to-date" in again.output
