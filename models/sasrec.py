@@ -26,6 +26,8 @@ from recloop.config import RecommenderConfig
 logger = logging.getLogger(__name__)
 
 PAD = 0
+# What a checkpoint saved before a RecommenderConfig key existed meant by it.
+LEGACY_MODEL_ARGS: dict[str, Any] = {"temperature": 0.0}
 
 
 class SeqRec(nn.Module):
@@ -107,7 +109,12 @@ class SeqRec(nn.Module):
         if length > self.config.max_seq_len:
             raise ValueError(f"sequence length {length} > max_seq_len {self.config.max_seq_len}")
         items = self.item_repr() if items is None else items
-        positions = torch.arange(length, device=input_ids.device)
+        # Positions count back from the most recent item, so the last item always has the same
+        # position embedding whatever the batch was padded to (training pads to max_seq_len,
+        # scoring only to the longest history in the batch).
+        positions = torch.arange(
+            self.config.max_seq_len - length, self.config.max_seq_len, device=input_ids.device
+        )
         x = items[input_ids] + self.pos_emb(positions)  # (B, T, H)
         pad = input_ids == PAD  # (B, T)
         x = self.input_dropout(x) * (~pad).unsqueeze(-1)
@@ -119,6 +126,19 @@ class SeqRec(nn.Module):
         mask = ~allowed.repeat_interleave(self.config.num_heads, dim=0)  # (B*heads, T, T)
         h = self.blocks(x, mask=mask)
         return self.final_norm(h)  # (B, T, H)
+
+    def logits(self, hidden: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Scores ``(M, N+1)`` of user states ``hidden`` ``(M, H)`` against ``items`` ``(N+1, H)``.
+
+        With ``config.temperature`` > 0 both sides are L2-normalised and the cosine is divided by
+        the temperature: item norms then cannot encode popularity or grow without bound, which
+        keeps text-derived and ID-derived representations on one scale.
+        """
+        if self.config.temperature > 0:
+            hidden = nn.functional.normalize(hidden, dim=-1)
+            items = nn.functional.normalize(items, dim=-1)
+            return hidden @ items.T / self.config.temperature
+        return hidden @ items.T
 
     def forward(
         self, input_ids: torch.Tensor, targets: torch.Tensor | None = None
@@ -134,11 +154,11 @@ class SeqRec(nn.Module):
         items = self.item_repr()  # (N+1, H)
         h = self.encode(input_ids, items)  # (B, T, H)
         if targets is None:
-            logits = h[:, -1, :] @ items.T  # (B, N+1)
+            logits = self.logits(h[:, -1, :], items)  # (B, N+1)
             logits[:, PAD] = float("-inf")
             return logits, None
         valid = targets != PAD
-        logits = h[valid] @ items.T  # (M, N+1)
+        logits = self.logits(h[valid], items)  # (M, N+1)
         logits[:, PAD] = float("-inf")
         loss = nn.functional.cross_entropy(logits, targets[valid])
         return logits, loss
@@ -243,7 +263,8 @@ class Recommender:
             seqs = [chunk[i] for i in rows]
             inputs = _left_pad(seqs, max(len(s) for s in seqs))
             h = self.model.encode(inputs, items)[:, -1, :]  # (b, H)
-            logits = (h @ items[1:].T).float().numpy()  # (b, N): padding column dropped
+            # (b, N): the padding column dropped
+            logits = self.model.logits(h, items)[:, 1:].float().numpy()
             out[[start + i for i in rows]] = logits
         return out
 
@@ -309,7 +330,8 @@ class Recommender:
     def load(cls, path: str | Path) -> Recommender:
         """Rebuild a recommender saved by :meth:`save` (plain contents: ``weights_only`` safe)."""
         checkpoint = torch.load(Path(path), map_location="cpu", weights_only=True)
-        config = RecommenderConfig(**checkpoint["model_args"])
+        # Keys added to RecommenderConfig later take the value that reproduces older checkpoints.
+        config = RecommenderConfig(**{**LEGACY_MODEL_ARGS, **checkpoint["model_args"]})
         model = SeqRec(config, len(checkpoint["item_ids"]), int(checkpoint["text_dim"]))
         model.load_state_dict(checkpoint["state_dict"])
         return cls(

@@ -24,7 +24,7 @@ from prefect import task
 from models.encoder import TextEmbedder
 from models.sasrec import PAD, Recommender, SeqRec
 from recloop.config import Config
-from recloop.data import build_sequences
+from recloop.data import EvalCases, build_sequences
 from recloop.metrics import metrics_from_ranks
 from recloop.paths import Home
 from recloop.training import param_groups, train_loop
@@ -94,19 +94,21 @@ def validation_ndcg(
         limit = model.config.max_seq_len
         for start in range(0, len(targets), batch_size):
             seqs = [h[-limit:] for h in histories[start : start + batch_size]]
-            target = torch.tensor(targets[start : start + batch_size])
+            target = torch.tensor(targets[start : start + batch_size], device=items.device)
             inputs = torch.zeros(len(seqs), max(len(s) for s in seqs), dtype=torch.long)
             for row, seq in enumerate(seqs):
                 inputs[row, -len(seq) :] = torch.tensor(seq)
+            inputs = inputs.to(items.device)
             h = model.encode(inputs, items)[:, -1, :]
-            logits = h @ items.T  # (b, N+1)
+            logits = model.logits(h, items)  # (b, N+1)
             target_score = logits.gather(1, target[:, None])
             logits[:, PAD] = float("-inf")
-            seen = torch.zeros_like(logits, dtype=torch.bool)
-            for row, history in enumerate(histories[start : start + batch_size]):
-                seen[row, history] = True
-            logits[seen] = float("-inf")
-            ranks.append((logits > target_score).sum(1).numpy())  # 0-based
+            chunk = histories[start : start + batch_size]
+            rows = torch.tensor([r for r, h in enumerate(chunk) for _ in h], dtype=torch.long)
+            cols = torch.tensor([i for h in chunk for i in h], dtype=torch.long)
+            # One indexed write for the whole batch (a loop of per-row writes is slow on a GPU).
+            logits[rows.to(items.device), cols.to(items.device)] = float("-inf")
+            ranks.append((logits > target_score).sum(1).cpu().numpy())  # 0-based
     return metrics_from_ranks(np.concatenate(ranks), (k,))[f"ndcg_at_{k}"]
 
 
@@ -130,6 +132,7 @@ def fit_recommender(
     parent: Recommender | None = None,
     focus_users: set[str] | None = None,
     metadata: dict[str, Any] | None = None,
+    validation: EvalCases | None = None,
 ) -> FineTuneResult:
     """Train a recommender on ``train_interactions`` for the catalogue ``item_ids``.
 
@@ -137,6 +140,10 @@ def fit_recommender(
     must start with the parent's ids (new items appended) and training is a warm-started update on
     the focus users plus a replay sample; without one, every user's sequence is trained on from
     scratch (``focus_users`` then only selects the validation users; empty = all users).
+
+    Early stopping watches NDCG@10 on ``validation`` when given (e.g. the leave-one-out validation
+    cases, whose targets are not in ``train_interactions``): every training event is then trained
+    on. Without it, each (focus) user's last training item is held out of training for it.
     """
     start = time.perf_counter()
     warm = parent is not None
@@ -146,7 +153,9 @@ def fit_recommender(
     if warm and item_ids[: len(parent.item_ids)] != parent.item_ids:
         raise ValueError("a warm start's item ids must extend the parent's, in its order")
 
-    with torch.random.fork_rng():  # model init and dropout are seeded without global effects
+    device = torch.device(train_cfg.device)
+    # Model init and dropout are seeded without global effects.
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(config.seed)
         emb = torch.as_tensor(np.asarray(text_embeddings, dtype=np.float32))
         if warm:
@@ -160,7 +169,7 @@ def fit_recommender(
             model.set_text_embeddings(torch.arange(1, len(item_ids) + 1), emb)
             recommender = Recommender(model, item_ids)
             n_new = len(item_ids)
-        model = recommender.model
+        model = recommender.model.to(device)
         index = recommender.index
 
         known = train_interactions["item_id"].astype(str).isin(index)
@@ -184,13 +193,26 @@ def fit_recommender(
             focus = users
         rng = np.random.default_rng(config.seed)
 
-        # Validation: focus users' last training item, held out of training.
-        eligible = [u for u in focus if len(sequences[u]) >= MIN_VAL_LENGTH]
-        if len(eligible) > MAX_VAL_USERS:
-            eligible = sorted(rng.choice(eligible, size=MAX_VAL_USERS, replace=False).tolist())
-        val_users = set(eligible)
-        val_histories = [sequences[u][:-1] for u in eligible]
-        val_targets = [sequences[u][-1] for u in eligible]
+        if validation is not None:
+            # Given cases: a history of known items (the last max_seq_len) and a known target.
+            eligible, val_histories, val_targets = [], [], []
+            for user, history, target in zip(
+                validation.user_ids, validation.histories, validation.targets, strict=True
+            ):
+                known = [index[i] for i in history if i in index]
+                if known and target in index:
+                    eligible.append(user)
+                    val_histories.append(known)
+                    val_targets.append(index[target])
+            val_users: set[str] = set()
+        else:
+            # Validation: focus users' last training item, held out of training.
+            eligible = [u for u in focus if len(sequences[u]) >= MIN_VAL_LENGTH]
+            if len(eligible) > MAX_VAL_USERS:
+                eligible = sorted(rng.choice(eligible, size=MAX_VAL_USERS, replace=False).tolist())
+            val_users = set(eligible)
+            val_histories = [sequences[u][:-1] for u in eligible]
+            val_targets = [sequences[u][-1] for u in eligible]
 
         def train_seq(user: str) -> list[int]:
             return sequences[user][:-1] if user in val_users else sequences[user]
@@ -223,7 +245,11 @@ def fit_recommender(
             order = torch.randperm(len(x), generator=generator)
             for s in range(0, len(order), train_cfg.batch_size):
                 batch = order[s : s + train_cfg.batch_size]
-                yield x[batch], y[batch]
+                inputs, targets = x[batch], y[batch]
+                # Positions are counted from the right, so columns that are padding in every
+                # row can go: a batch of short sequences costs what its longest one needs.
+                width = max(1, int((inputs != PAD).sum(1).max()))
+                yield inputs[:, -width:].to(device), targets[:, -width:].to(device)
 
         def step_loss(m: SeqRec, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
             _, loss = m(*batch)
@@ -247,7 +273,7 @@ def fit_recommender(
             desc="fine_tune" if warm else "train",
         )
 
-    recommender.model.eval()
+    recommender.model.to("cpu").eval()  # the deployable recommender scores on the CPU
     recommender.metadata = {
         **(metadata or {}),
         "warm_start": warm,
