@@ -434,6 +434,45 @@ def evaluate_command(
     return out
 
 
+bench_app = typer.Typer(
+    help="Benchmarks on real datasets: Markdown + JSON reports under reports/.",
+    no_args_is_help=True,
+)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("quality")
+@_one_line_errors
+def bench_quality_command(
+    shared: Annotated[
+        Path, typer.Option("--shared", help="Folder with the published datasets.")
+    ] = Path("../shared/datasets"),
+    data: Annotated[
+        list[str] | None,
+        typer.Option("--data", help="NAME=DIR of a canonical dataset (repeatable)."),
+    ] = None,
+    variants: Annotated[
+        str, typer.Option("--variants", help="Comma-separated: text+id, id, text.")
+    ] = "text+id,id,text",
+    out: Annotated[Path, typer.Option("--out", help="Report folder.")] = Path("reports"),
+    config: ConfigOption = None,
+) -> dict[str, Any]:
+    """Leave-one-out quality (text+ID, ID-only, text-only) beside the baselines, per dataset.
+
+    Writes reports/quality.md and reports/quality.json.
+    """
+    from recloop.bench_quality import main as bench_quality
+
+    argv = ["--shared", str(shared), "--out", str(out), "--variants", variants]
+    for item in data or []:
+        argv += ["--data", item]
+    if config is not None:
+        argv += ["--config", str(config)]
+    results = bench_quality(argv)
+    typer.echo(f"wrote {out / 'quality.md'} and {out / 'quality.json'}")
+    return results
+
+
 def run() -> None:  # pragma: no cover - the console script
     app()
 

@@ -1,0 +1,320 @@
+"""Model-quality benchmark: leave-one-out, full ranking, the recommender beside simple baselines.
+
+For every dataset: each user's events in time order give the last item as the test target, the
+one before it as the validation target, and the rest as training data (users with fewer than
+three events are training data only). The recommender is trained on the training part with early
+stopping on the validation targets, then scored on the test targets with the validation item in
+the history (``recloop.protocols.loo_split``). Baselines (popularity, item-to-item transitions)
+are fitted on the training part for the validation cases and on it plus the validation events for
+the test cases. Variants: text+ID (the default), ID-only and text-only. Every number is
+NDCG/Recall@k with full ranking over the catalogue, history excluded, pessimistic ties
+(:func:`tasks.evaluate.evaluate_scorer`).
+
+Run ``python -m recloop.bench_quality`` (defaults to the datasets in ``../shared/datasets``); it
+writes ``reports/quality.md`` and ``reports/quality.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.encoder import TextEmbedder, base_encoder_path
+from recloop.baselines import ItemTransitions, Popularity
+from recloop.config import Config, load_config
+from recloop.data import EvalCases, read_dataset
+from recloop.protocols import Split, loo_split
+from tasks.clean_text import clean_catalogue
+from tasks.evaluate import evaluate_scorer
+from tasks.fine_tune import catalogue_texts, fit_recommender
+
+logger = logging.getLogger(__name__)
+
+# name -> (recloop.importers format, folder name under the shared datasets folder)
+SHARED_DATASETS = {
+    "movielens-latest-small": "movielens",
+    "amazon-instruments-2014": "amazon-reviews",
+    "amazon-office-2014": "canonical",
+}
+# name -> (use_text, use_id); "text+id" is the default model
+VARIANTS = {"text+id": (True, True), "id": (False, True), "text": (True, False)}
+BASELINE_NAMES = ("popularity", "transitions")
+
+
+@dataclass
+class PreparedDataset:
+    """A dataset ready to benchmark: catalogue order, text embeddings and the LOO split."""
+
+    name: str
+    item_ids: list[str]
+    embeddings: np.ndarray  # (len(item_ids), text_dim)
+    split: Split
+    summary: dict[str, int]
+
+
+def prepare_dataset(
+    name: str, directory: Path, config: Config, cache_dir: Path | None
+) -> PreparedDataset:
+    """Read a canonical dataset, embed its cleaned item texts (cached) and split it."""
+    dataset = read_dataset(directory)
+    items = clean_catalogue(dataset.items, config.text)
+    item_ids = items["item_id"].astype(str).tolist()
+    embedder = TextEmbedder(base_encoder_path(), cache_dir, config.encoder)
+    embeddings = embedder.embed(catalogue_texts(items))
+    logger.info("%s: %s, %d texts encoded", name, dataset.summary(), embedder.stats.encoded)
+    return PreparedDataset(
+        name, item_ids, embeddings, loo_split(dataset.interactions), dataset.summary()
+    )
+
+
+def _metrics(scorer: Any, cases: EvalCases, item_ids: list[str], config: Config) -> dict:
+    out = evaluate_scorer(scorer, cases, item_ids, config.eval.ks, config.eval.batch_size)
+    return {key: float(value) for key, value in out.items()}
+
+
+def evaluate_baselines(data: PreparedDataset, config: Config) -> dict[str, dict[str, Any]]:
+    """Validation and test metrics of the simple baselines: fitted on ``train`` for the
+    validation cases and on ``train_full`` (with the validation events) for the test cases."""
+    out: dict[str, dict[str, Any]] = {name: {} for name in BASELINE_NAMES}
+    for part, train, cases in (
+        ("validation", data.split.train, data.split.validation),
+        ("test", data.split.train_full, data.split.test),
+    ):
+        scorers = {
+            "popularity": Popularity(train, data.item_ids),
+            "transitions": ItemTransitions(
+                train, data.item_ids, window=config.eval.transition_window
+            ),
+        }
+        for name, scorer in scorers.items():
+            out[name][part] = _metrics(scorer, cases, data.item_ids, config)
+    return out
+
+
+def evaluate_variant(
+    data: PreparedDataset, config: Config, variant: str, refit: bool = True
+) -> dict[str, Any]:
+    """Train one model variant and score it.
+
+    The model is trained on ``train`` with early stopping on the validation cases; its scores on
+    both splits are ``validation`` and ``test_train_only``. With ``refit`` (the headline, as the
+    baselines it is compared with are fitted on ``train_full`` for the test), a fresh model is
+    then trained on ``train_full`` for the number of epochs validation chose and scored as
+    ``test``; otherwise ``test`` is the early-stopped model's.
+    """
+    use_text, use_id = VARIANTS[variant]
+    config = dataclasses.replace(
+        config, model=dataclasses.replace(config.model, use_text=use_text, use_id=use_id)
+    )
+    result = fit_recommender(
+        data.split.train,
+        data.item_ids,
+        data.embeddings,
+        config,
+        validation=data.split.validation,
+    )
+    report = result.report
+    out = {
+        "validation": _metrics(result.recommender, data.split.validation, data.item_ids, config),
+        "test_train_only": _metrics(result.recommender, data.split.test, data.item_ids, config),
+        "train_seconds": round(float(report["seconds"]), 1),
+        "epochs": report["epochs"],
+        "best_epoch": report["best_epoch"],
+        "stopped_reason": report["stopped_reason"],
+    }
+    out["test"] = out["test_train_only"]
+    if refit:
+        epochs = max(1, int(report["best_epoch"] or report["epochs"]))
+        refit_config = dataclasses.replace(
+            config, train=dataclasses.replace(config.train, epochs=epochs)
+        )
+        # No validation cases: every train_full event is trained on, for a fixed epoch count.
+        refitted = fit_recommender(
+            data.split.train_full,
+            data.item_ids,
+            data.embeddings,
+            refit_config,
+            validation=EvalCases([], [], []),
+        )
+        out["test"] = _metrics(refitted.recommender, data.split.test, data.item_ids, config)
+        out["refit_seconds"] = round(float(refitted.report["seconds"]), 1)
+    return out
+
+
+def run_quality(
+    datasets: dict[str, Path],
+    config: Config,
+    out_dir: Path,
+    *,
+    variants: tuple[str, ...] = tuple(VARIANTS),
+    cache_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Benchmark every canonical dataset folder in ``datasets``; write ``quality.md`` and
+    ``quality.json`` under ``out_dir`` and return the JSON figures."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {
+        "protocol": "loo",
+        "machine": _machine(),
+        "config": {"model": dataclasses.asdict(config.model), "train": config.train.__dict__},
+        "seed": config.seed,
+        "datasets": {},
+    }
+    for name, directory in datasets.items():
+        torch.manual_seed(config.seed)
+        data = prepare_dataset(name, Path(directory), config, cache_dir)
+        rows: dict[str, Any] = evaluate_baselines(data, config)
+        for variant in variants:
+            rows[variant] = evaluate_variant(data, config, variant)
+            logger.info(
+                "%s %s: test ndcg@10 %.4f (%.0fs)",
+                name,
+                variant,
+                rows[variant]["test"]["ndcg_at_10"],
+                rows[variant]["train_seconds"],
+            )
+        results["datasets"][name] = {
+            "summary": data.summary,
+            "n_test_cases": len(data.split.test),
+            "rows": rows,
+            "targets": _targets(rows),
+        }
+    (out_dir / "quality.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    (out_dir / "quality.md").write_text(to_markdown(results), encoding="utf-8")
+    return results
+
+
+def _targets(rows: dict[str, Any]) -> dict[str, Any]:
+    """The issue's LOO targets: 1.2x the best baseline; text+ID >= ID-only."""
+    best_name = max(BASELINE_NAMES, key=lambda b: rows[b]["test"]["ndcg_at_10"])
+    best = rows[best_name]["test"]["ndcg_at_10"]
+    out: dict[str, Any] = {"best_baseline": best_name, "best_baseline_ndcg_at_10": best}
+    if "text+id" in rows:
+        model = rows["text+id"]["test"]["ndcg_at_10"]
+        out["ratio_to_best_baseline"] = model / best if best > 0 else float("inf")
+        out["beats_1_2x_baseline"] = model >= 1.2 * best
+        out["under_10_minutes"] = rows["text+id"]["train_seconds"] <= 600
+        if "id" in rows:
+            out["text_id_at_least_id"] = model >= rows["id"]["test"]["ndcg_at_10"]
+    return out
+
+
+def _machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
+
+
+def to_markdown(results: dict[str, Any]) -> str:
+    """The report: one table per dataset (test split), training seconds, targets."""
+    lines = [
+        "# Model quality (leave-one-out)",
+        "",
+        "Last event per user = test, the one before = validation (early stopping), the rest = "
+        "training. Full ranking over the catalogue, history excluded, pessimistic ties. "
+        "Baselines are fitted on training + validation events for the test; a model's test "
+        "NDCG is that of a refit on the same events for the epochs validation chose (the "
+        "early-stopped model trained without the validation events: 'train-only'). "
+        f"Seed {results['seed']}; machine: {results['machine']}.",
+        "",
+    ]
+    for name, entry in results["datasets"].items():
+        summary = entry["summary"]
+        lines += [
+            f"## {name}",
+            "",
+            f"{summary['users']} users, {summary['items']} items, "
+            f"{summary['interactions']} events; {entry['n_test_cases']} test cases.",
+            "",
+            "| model | NDCG@10 | Recall@10 | NDCG@20 | Recall@20 | NDCG@10 train-only "
+            "| val NDCG@10 | train s | refit s | best/run epochs |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for model, row in entry["rows"].items():
+            test, val = row["test"], row["validation"]
+            only = row.get("test_train_only", {}).get("ndcg_at_10")
+            epochs = f"{row['best_epoch']}/{row['epochs']}" if "epochs" in row else ""
+            lines.append(
+                f"| {model} | {test['ndcg_at_10']:.4f} | {test['recall_at_10']:.4f} | "
+                f"{test.get('ndcg_at_20', float('nan')):.4f} | "
+                f"{test.get('recall_at_20', float('nan')):.4f} | "
+                f"{'' if only is None else f'{only:.4f}'} | {val['ndcg_at_10']:.4f} | "
+                f"{row.get('train_seconds', '')} | {row.get('refit_seconds', '')} | {epochs} |"
+            )
+        targets = entry["targets"]
+        if "ratio_to_best_baseline" in targets:
+            lines += [
+                "",
+                f"text+ID / best baseline ({targets['best_baseline']}): "
+                f"{targets['ratio_to_best_baseline']:.2f}x (target 1.2x: "
+                f"{'met' if targets['beats_1_2x_baseline'] else 'NOT met'}); "
+                "text+ID >= ID-only: "
+                f"{_yes(targets.get('text_id_at_least_id'))}; training <= 10 min: "
+                f"{_yes(targets['under_10_minutes'])}.",
+            ]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _yes(value: bool | None) -> str:
+    return "n/a" if value is None else ("yes" if value else "NO")
+
+
+def import_shared(src_root: Path, work_dir: Path) -> dict[str, Path]:
+    """Import the shared datasets found under ``src_root`` into canonical folders."""
+    from recloop.importers import import_dataset
+
+    out: dict[str, Path] = {}
+    for name, fmt in SHARED_DATASETS.items():
+        src = src_root / name
+        if not src.exists():
+            logger.warning("%s: not found, skipped", src)
+            continue
+        dest = work_dir / name
+        if not (dest / "interactions.parquet").exists():
+            import_dataset(fmt, src, dest, load_config().text)
+        out[name] = dest
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """``python -m recloop.bench_quality [--shared DIR] [--data NAME=CANONICAL_DIR ...]``."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--shared", type=Path, default=Path("../shared/datasets"))
+    parser.add_argument(
+        "--data", action="append", default=[], help="NAME=DIR of a canonical dataset"
+    )
+    parser.add_argument("--config", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=Path("reports"))
+    parser.add_argument("--work", type=Path, default=Path("reports/tmp/quality"))
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    config = load_config(args.config)
+    if args.data:
+        datasets = {k: Path(v) for k, v in (item.split("=", 1) for item in args.data)}
+    else:
+        datasets = import_shared(args.shared, args.work / "data")
+    started = time.perf_counter()
+    results = run_quality(
+        datasets,
+        config,
+        args.out,
+        variants=tuple(v for v in args.variants.split(",") if v),
+        cache_dir=args.work / "embeddings",
+    )
+    logger.info("quality benchmark done in %.0fs", time.perf_counter() - started)
+    return results
+
+
+if __name__ == "__main__":
+    main()
