@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from recloop.config import TextConfig
 
@@ -187,7 +188,7 @@ def clean_catalogue(items: pd.DataFrame, config: TextConfig) -> pd.DataFrame:
     return out
 
 
-@task(name="clean_text")
+@task(name="clean_text", cache_policy=NO_CACHE)
 def clean_text_task(items: pd.DataFrame, config: TextConfig) -> pd.DataFrame:
     """Prefect task: :func:`clean_catalogue`."""
     return clean_catalogue(items, config)

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from models.encoder import TextEmbedder
 from models.sasrec import PAD, Recommender, SeqRec
@@ -341,7 +342,7 @@ def fine_tune(
     return result
 
 
-@task(name="fine_tune")
+@task(name="fine_tune", cache_policy=NO_CACHE)
 def fine_tune_task(
     train_interactions: pd.DataFrame,
     catalogue: pd.DataFrame,

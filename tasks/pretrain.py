@@ -21,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from models.encoder import base_encoder_path, pretrain_mlm, text_hash
 from recloop.config import Config
@@ -130,7 +131,7 @@ def pretrain_encoder(
     return PretrainResult(out_dir, True, reason, report)
 
 
-@task(name="pretrain")
+@task(name="pretrain", cache_policy=NO_CACHE)
 def pretrain_task(
     catalogue: pd.DataFrame, home: Home, config: Config, force: bool = False
 ) -> PretrainResult:

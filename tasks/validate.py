@@ -542,7 +542,9 @@ def validate_batch(
     return ValidationReport.combine(reports)
 
 
-@task(name="land_batch", cache_policy=NO_CACHE)
+# The stage is "validate" in the loop's design; landing is idempotent (content-hash batch ids), so a
+# retry after an I/O error cannot apply a batch twice.
+@task(name="validate", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
 def land_task(home: Home, interactions_file: Path, items_file: Path | None = None) -> LandingResult:
     """Prefect wrapper of :func:`recloop.landing.land_batch` (validate, archive or quarantine)."""
     from recloop.landing import land_batch  # recloop.landing imports this module
