@@ -47,6 +47,31 @@ def fingerprint(frame: pd.DataFrame) -> str:
     return digest.hexdigest()[:16]
 
 
+def _hold_out(
+    home: Home, prior_ids: list[str], arriving_ids: list[str], *, pending: list[str], label: str
+) -> CycleData:
+    """Hold out the last event of every user active in the arriving batches (see below)."""
+    archive = read_archive(home)
+    prior = (
+        read_archive(home, prior_ids).interactions if prior_ids else archive.interactions.iloc[:0]
+    )
+    arriving = read_archive(home, arriving_ids).interactions
+    train, cases = holdout_last_events(prior, arriving)
+    data = CycleData(
+        pending=pending,
+        trained_batches=[*prior_ids, *arriving_ids],
+        items=archive.items,
+        train_interactions=train,
+        cases=cases,
+        # Early stopping watches the arriving users in both flows, so an incremental update and
+        # a full retrain are tuned on the same slice.
+        focus_users=set(arriving["user_id"]),
+        data_fingerprint=fingerprint(archive.interactions),
+    )
+    logger.info("%s data: %s", label, data.summary())
+    return data
+
+
 def prepare_cycle(home: Home, applied: list[str]) -> CycleData | None:
     """Split the archive into what the champion has seen and what has arrived since.
 
@@ -61,21 +86,7 @@ def prepare_cycle(home: Home, applied: list[str]) -> CycleData | None:
     if not pending:
         return None
     known = [b.batch_id for b in batches if b.batch_id in seen]
-    archive = read_archive(home)
-    prior = read_archive(home, known).interactions if known else archive.interactions.iloc[:0]
-    new = read_archive(home, pending).interactions
-    train, cases = holdout_last_events(prior, new)
-    data = CycleData(
-        pending=pending,
-        trained_batches=[*known, *pending],
-        items=archive.items,
-        train_interactions=train,
-        cases=cases,
-        focus_users=set(new["user_id"]),
-        data_fingerprint=fingerprint(archive.interactions),
-    )
-    logger.info("cycle data: %s", data.summary())
-    return data
+    return _hold_out(home, known, pending, pending=pending, label="cycle")
 
 
 def prepare_full(home: Home) -> CycleData | None:
@@ -87,29 +98,10 @@ def prepare_full(home: Home) -> CycleData | None:
     it consumes that batch, so no champion trained by the loop (nor by an earlier full retrain)
     has trained on them, and candidate, champion and baselines are judged on the same events.
     """
-    batches = archived_batches(home)
-    if not batches:
+    ids = [b.batch_id for b in archived_batches(home)]
+    if not ids:
         return None
-    ids = [b.batch_id for b in batches]
-    archive = read_archive(home)
-    prior = (
-        read_archive(home, ids[:-1]).interactions if len(ids) > 1 else archive.interactions.iloc[:0]
-    )
-    newest = read_archive(home, ids[-1:]).interactions
-    train, cases = holdout_last_events(prior, newest)
-    data = CycleData(
-        pending=ids,
-        trained_batches=ids,
-        items=archive.items,
-        train_interactions=train,
-        cases=cases,
-        # Early stopping watches the newest users, as in an incremental update, so the two
-        # trainings are tuned on the same slice.
-        focus_users=set(newest["user_id"]),
-        data_fingerprint=fingerprint(archive.interactions),
-    )
-    logger.info("full retrain data: %s", data.summary())
-    return data
+    return _hold_out(home, ids[:-1], ids[-1:], pending=ids, label="full retrain")
 
 
 @task(name="load_champion", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
