@@ -52,6 +52,7 @@ def train_evaluate_promote(
         config,
         parent=parent if warm_start else None,
         focus_users=data.focus_users,
+        new_interactions=data.new_interactions,
     )
     tuned.recommender.metadata.update(
         trained_batches=data.trained_batches,

@@ -2,9 +2,11 @@
 
 A warm start copies the parent, appends the catalogue's new items (their ID rows start at zero, so
 they are scored from text), refreshes every item's text vector with the current encoder, and trains
-on the focus users' sequences (the users active in the new batch) mixed with a seeded replay
-sample of other users' sequences, so the update does not forget them. Early stopping watches
-NDCG@10 (full ranking, history excluded) on each focus user's last training item.
+on the events that arrived since the parent (each predicted from the user's full history) mixed
+with a seeded replay sample of earlier events, so the update does not forget them. Its cost thus
+grows with the new data, not with the whole history: the loss (a softmax over every item) is
+computed only at those target positions. Early stopping watches NDCG@10 (full ranking, history
+excluded) on each focus user's last training item.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from prefect.cache_policies import NO_CACHE
 from models.encoder import TextEmbedder
 from models.sasrec import PAD, Recommender, SeqRec
 from recloop.config import Config
-from recloop.data import EvalCases, build_sequences
+from recloop.data import EvalCases, build_sequences, sort_events
 from recloop.metrics import metrics_from_ranks
 from recloop.paths import Home
 from recloop.training import param_groups, train_loop
@@ -54,20 +56,31 @@ def catalogue_texts(catalogue: pd.DataFrame) -> list[str]:
 
 
 def training_examples(
-    sequences: list[list[int]], max_seq_len: int
+    sequences: list[list[int]],
+    max_seq_len: int,
+    target_masks: list[np.ndarray] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-padded (inputs, targets) ``(E, max_seq_len)`` pairs, targets shifted by one.
 
     Each sequence gives its last ``max_seq_len + 1`` items; a longer one also gives the earlier
-    chunks (non-overlapping targets), so no event is wasted.
+    chunks (non-overlapping targets), so no event is wasted. With ``target_masks`` (one boolean
+    array per sequence, True = train on predicting this position's item) the other targets are
+    ``PAD`` and a chunk without any target is dropped.
     """
     inputs, targets = [], []
-    for seq in sequences:
+    for row, seq in enumerate(sequences):
+        mask = None if target_masks is None else np.asarray(target_masks[row], dtype=bool)
         end = len(seq)
         while end >= 2:
-            chunk = seq[max(0, end - max_seq_len - 1) : end]
-            inputs.append(chunk[:-1])
-            targets.append(chunk[1:])
+            begin = max(0, end - max_seq_len - 1)
+            chunk = seq[begin:end]
+            target = list(chunk[1:])
+            if mask is not None:
+                keep = mask[begin + 1 : end]
+                target = [t if k else PAD for t, k in zip(target, keep, strict=True)]
+            if any(t != PAD for t in target):
+                inputs.append(chunk[:-1])
+                targets.append(target)
             end -= max_seq_len
     x = torch.full((len(inputs), max_seq_len), PAD, dtype=torch.long)
     y = torch.full((len(inputs), max_seq_len), PAD, dtype=torch.long)
@@ -75,6 +88,53 @@ def training_examples(
         x[row, max_seq_len - len(a) :] = torch.tensor(a)
         y[row, max_seq_len - len(b) :] = torch.tensor(b)
     return x, y
+
+
+def new_event_flags(
+    interactions: pd.DataFrame, new_interactions: pd.DataFrame
+) -> dict[str, np.ndarray]:
+    """Per user (events in time order, as :func:`recloop.data.build_sequences`), which events are
+    rows of ``new_interactions`` (matched on user, item and timestamp)."""
+    key = ["user_id", "item_id", "timestamp"]
+    ordered = sort_events(interactions)
+    new = new_interactions[key].drop_duplicates().assign(_new=True)
+    marked = ordered[key].merge(new, on=key, how="left", sort=False)
+    flags = marked["_new"].eq(True).to_numpy()  # a left merge keeps the left rows' order
+    return {user: flags[rows] for user, rows in ordered.groupby("user_id").indices.items()}
+
+
+def sample_replay(
+    sequences: dict[str, list[int]],
+    new_flags: dict[str, np.ndarray],
+    size: int,
+    rng: np.random.Generator,
+) -> tuple[dict[str, np.ndarray], int]:
+    """Target masks for an incremental update: every new event plus ``size`` earlier events.
+
+    A position is a candidate target when it has an item before it in the user's sequence. The
+    earlier (replayed) events are drawn uniformly from all users' earlier events, without
+    replacement, with ``rng`` — so the same seed replays the same events. Returns one boolean mask
+    per user with at least one target, and the number of replayed events.
+    """
+    users = sorted(sequences)
+    old_users, old_positions = [], []
+    masks: dict[str, np.ndarray] = {}
+    for user in users:
+        n = len(sequences[user])
+        flags = np.asarray(new_flags.get(user, np.zeros(n, dtype=bool)), dtype=bool)[:n]
+        mask = flags.copy()
+        mask[:1] = False  # the first event has nothing before it to predict it from
+        masks[user] = mask
+        earlier = np.flatnonzero(~flags)
+        earlier = earlier[earlier >= 1]
+        old_users.extend([user] * len(earlier))
+        old_positions.append(earlier)
+    positions = np.concatenate(old_positions) if old_positions else np.array([], dtype=int)
+    take = min(size, len(positions))
+    if take:
+        for i in np.sort(rng.choice(len(positions), size=take, replace=False)):
+            masks[old_users[i]][positions[i]] = True
+    return {user: mask for user, mask in masks.items() if mask.any()}, take
 
 
 def validation_ndcg(
@@ -134,12 +194,16 @@ def fit_recommender(
     focus_users: set[str] | None = None,
     metadata: dict[str, Any] | None = None,
     validation: EvalCases | None = None,
+    new_interactions: pd.DataFrame | None = None,
 ) -> FineTuneResult:
     """Train a recommender on ``train_interactions`` for the catalogue ``item_ids``.
 
     ``text_embeddings`` holds one row per entry of ``item_ids``. With a ``parent``, ``item_ids``
-    must start with the parent's ids (new items appended) and training is a warm-started update on
-    the focus users plus a replay sample; without one, every user's sequence is trained on from
+    must start with the parent's ids (new items appended) and training is a warm-started update:
+    its targets are the events of ``new_interactions`` (the rows of ``train_interactions`` that
+    arrived since the parent; default: every event of the focus users) plus
+    ``config.train.replay_size`` earlier events drawn with the seed (:func:`sample_replay`), each
+    predicted from the user's whole history. Without a parent, every event is trained on from
     scratch (``focus_users`` then only selects the validation users; empty = all users).
 
     Early stopping watches NDCG@10 on ``validation`` when given (e.g. the leave-one-out validation
@@ -189,9 +253,14 @@ def fit_recommender(
             user: [index[i] for i in items] for user, items in build_sequences(interactions).items()
         }
         users = sorted(sequences)
+        if warm and new_interactions is not None:
+            new_flags = new_event_flags(interactions, new_interactions)
+            focus_users = focus_users or {u for u, f in new_flags.items() if f.any()}
         focus = sorted(u for u in (focus_users or set()) if u in sequences)
         if not focus:
             focus = users
+        if warm and new_interactions is None:
+            new_flags = {u: np.ones(len(sequences[u]), dtype=bool) for u in focus}
         rng = np.random.default_rng(config.seed)
 
         if validation is not None:
@@ -219,23 +288,30 @@ def fit_recommender(
             return sequences[user][:-1] if user in val_users else sequences[user]
 
         if warm:
-            focus_set = set(focus)
-            others = [u for u in users if u not in focus_set]
-            n_replay = min(train_cfg.replay_size, len(others))
-            replay = rng.choice(others, size=n_replay, replace=False).tolist() if n_replay else []
-            chosen = focus + sorted(replay)
+            train_seqs = {u: train_seq(u) for u in users}
+            masks, n_replay = sample_replay(train_seqs, new_flags, train_cfg.replay_size, rng)
+            chosen = sorted(masks)
+            n_targets = sum(int(m.sum()) for m in masks.values())
+            n_new_targets = n_targets - n_replay
+            x, y = training_examples(
+                [train_seqs[u] for u in chosen],
+                config.model.max_seq_len,
+                [masks[u] for u in chosen],
+            )
             epochs, lr = train_cfg.finetune_epochs, train_cfg.finetune_learning_rate
         else:
             chosen, n_replay = users, 0
+            x, y = training_examples([train_seq(u) for u in chosen], config.model.max_seq_len)
+            n_targets = n_new_targets = int((y != PAD).sum())
             epochs, lr = train_cfg.epochs, train_cfg.learning_rate
-        x, y = training_examples([train_seq(u) for u in chosen], config.model.max_seq_len)
         logger.info(
-            "fine_tune: %s, %d items (%d new), %d sequences (%d replay), %d examples, "
-            "%d validation users",
+            "fine_tune: %s, %d items (%d new), %d sequences, %d targets (%d replayed), "
+            "%d examples, %d validation users",
             "warm start" if warm else "from scratch",
             len(item_ids),
             n_new,
             len(chosen),
+            n_targets,
             n_replay,
             len(x),
             len(eligible),
@@ -295,6 +371,8 @@ def fit_recommender(
         "n_items": len(item_ids),
         "n_train_sequences": len(chosen),
         "n_train_examples": len(x),
+        "n_train_targets": n_targets,
+        "n_new_targets": n_new_targets,
         "n_val_users": len(eligible),
         "warm_start": warm,
         "replay_size": n_replay,
@@ -311,6 +389,7 @@ def fine_tune(
     config: Config,
     parent: Recommender | None,
     focus_users: set[str],
+    new_interactions: pd.DataFrame | None = None,
 ) -> FineTuneResult:
     """Embed the catalogue with the encoder at ``encoder_path`` (cached under
     ``home.embedding_cache``) and train (see :func:`fit_recommender`)."""
@@ -336,6 +415,7 @@ def fine_tune(
         parent=parent,
         focus_users=focus_users,
         metadata={"encoder_path": str(encoder_path), "encoder": embedder.fingerprint},
+        new_interactions=new_interactions,
     )
     result.report["n_encoded"] = embedder.stats.encoded
     result.report["n_cached"] = embedder.stats.cached
@@ -351,6 +431,16 @@ def fine_tune_task(
     config: Config,
     parent: Recommender | None,
     focus_users: set[str],
+    new_interactions: pd.DataFrame | None = None,
 ) -> FineTuneResult:
     """Prefect task: :func:`fine_tune`."""
-    return fine_tune(train_interactions, catalogue, encoder_path, home, config, parent, focus_users)
+    return fine_tune(
+        train_interactions,
+        catalogue,
+        encoder_path,
+        home,
+        config,
+        parent,
+        focus_users,
+        new_interactions,
+    )

@@ -30,6 +30,9 @@ class CycleData:
     cases: EvalCases  # one held-out next item per user active in the pending batches
     focus_users: set[str] = field(default_factory=set)  # users active in the pending batches
     data_fingerprint: str = ""
+    # The rows of train_interactions that arrived with the pending batches: an incremental update
+    # trains on these (plus a replay sample), not on the whole history again.
+    new_interactions: pd.DataFrame | None = None
 
     def summary(self) -> dict[str, int]:
         return {
@@ -38,6 +41,7 @@ class CycleData:
             "train_interactions": len(self.train_interactions),
             "eval_users": len(self.cases),
             "focus_users": len(self.focus_users),
+            "new_interactions": 0 if self.new_interactions is None else len(self.new_interactions),
         }
 
 
@@ -67,6 +71,8 @@ def _hold_out(
         # a full retrain are tuned on the same slice.
         focus_users=set(arriving["user_id"]),
         data_fingerprint=fingerprint(archive.interactions),
+        # holdout_last_events puts the arriving batches' training rows after the prior ones.
+        new_interactions=train.iloc[len(prior) :].reset_index(drop=True),
     )
     logger.info("%s data: %s", label, data.summary())
     return data

@@ -104,6 +104,32 @@ def test_warm_start_keeps_order_and_adds_new_items(demo) -> None:
     assert rec.score([["i_unknown"], old_ids[:3]]).shape == (2, 300)
 
 
+def test_warm_start_trains_on_the_new_events_plus_a_replay_sample(demo) -> None:
+    config = load_config(overrides=TINY)
+    item_ids = demo.items["item_id"].tolist()
+    events = demo.interactions.sort_values("timestamp", kind="stable")
+    cut = int(len(events) * 0.8)
+    old, new = events.iloc[:cut], events.iloc[cut:]
+    text = _random_text(len(item_ids), 0)
+    short = load_config(overrides={**TINY, "train": {**TINY["train"], "epochs": 2}})
+    parent = fit_recommender(old, item_ids, text, short).recommender
+    result = fit_recommender(
+        pd.concat([old, new]), item_ids, text, config, parent=parent, new_interactions=new
+    )
+    report = result.report
+    # Targets: every new event with an earlier event of its user, minus each new user's last
+    # event (held out for early stopping), plus exactly replay_size earlier events.
+    everything = pd.concat([old, new])
+    position = everything.groupby("user_id").cumcount()
+    is_new = np.r_[np.zeros(len(old), bool), np.ones(len(new), bool)]
+    predictable = int((is_new & (position.to_numpy() >= 1)).sum())
+    validation_users = report["n_val_users"]
+    assert report["replay_size"] == 50
+    assert report["n_new_targets"] == predictable - validation_users
+    assert report["n_train_targets"] == report["n_new_targets"] + 50
+    assert report["n_train_targets"] < len(everything) / 4  # cost follows the new data
+
+
 def test_training_examples_chunk_long_sequences() -> None:
     x, y = training_examples([[1, 2, 3], list(range(1, 12)), [4]], max_seq_len=4)
     # [1,2,3] -> 1 example; 11 items -> chunks ending at 11, 7, 3; [4] -> none

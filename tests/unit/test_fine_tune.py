@@ -1,0 +1,82 @@
+"""What an incremental update trains on: new events, a seeded replay sample, masked examples."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.sasrec import PAD
+from tasks.fine_tune import new_event_flags, sample_replay, training_examples
+
+pytestmark = pytest.mark.unit
+
+
+def _events(rows: list[tuple[str, str, int]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"])
+
+
+def test_new_event_flags_follow_each_users_time_order() -> None:
+    old = _events([("u1", "a", 1), ("u1", "b", 2), ("u2", "a", 3)])
+    new = _events([("u1", "c", 5), ("u2", "b", 4), ("u3", "a", 6)])
+    # Arrival order differs from time order: flags must line up with build_sequences' order.
+    everything = pd.concat([new, old], ignore_index=True)
+    flags = new_event_flags(everything, new)
+    assert {u: f.tolist() for u, f in flags.items()} == {
+        "u1": [False, False, True],
+        "u2": [False, True],
+        "u3": [True],
+    }
+
+
+def _history() -> tuple[dict[str, list[int]], dict[str, np.ndarray]]:
+    sequences = {"u1": [1, 2, 3, 4, 5], "u2": [2, 3, 4], "u3": [6], "u4": [5, 6]}
+    flags = {
+        "u1": np.array([False, False, False, True, True]),
+        "u2": np.array([False, False, False]),
+        "u3": np.array([True]),
+        "u4": np.array([True, True]),
+    }
+    return sequences, flags
+
+
+def test_replay_keeps_every_new_event_and_adds_the_requested_number_of_earlier_ones() -> None:
+    sequences, flags = _history()
+    masks, replayed = sample_replay(sequences, flags, 3, np.random.default_rng(0))
+    assert replayed == 3
+    # New events are always targets, except a first event (nothing to predict it from).
+    assert masks["u1"][3:].all() and masks["u4"].tolist() == [False, True]
+    assert "u3" not in masks  # its only event is a first event
+    # Earlier candidates: u1 positions 1, 2 and u2 positions 1, 2 (never position 0).
+    earlier = masks["u1"][1:3].sum() + (masks["u2"][1:].sum() if "u2" in masks else 0)
+    assert earlier == 3
+    assert not masks["u1"][0] and ("u2" not in masks or not masks["u2"][0])
+
+
+def test_replay_sample_is_seeded() -> None:
+    sequences, flags = _history()
+
+    def sample(seed: int) -> dict[str, list[bool]]:
+        masks, _ = sample_replay(sequences, flags, 2, np.random.default_rng(seed))
+        return {u: m.tolist() for u, m in masks.items()}
+
+    assert sample(1) == sample(1)
+    assert len({str(sample(seed)) for seed in range(10)}) > 1  # the seed matters
+
+
+def test_replay_size_larger_than_the_history_replays_all_of_it() -> None:
+    sequences, flags = _history()
+    masks, replayed = sample_replay(sequences, flags, 100, np.random.default_rng(0))
+    assert replayed == 4
+    assert masks["u1"].tolist() == [False, True, True, True, True]
+    assert masks["u2"].tolist() == [False, True, True]
+
+
+def test_training_examples_with_target_masks_drop_chunks_without_targets() -> None:
+    seq = list(range(1, 12))  # 11 items -> chunks ending at 11, 7, 3 (max_seq_len 4)
+    mask = np.zeros(11, dtype=bool)
+    mask[[9, 10]] = True  # targets: items 10 and 11, both in the last chunk
+    x, y = training_examples([seq, [4, 5]], max_seq_len=4, target_masks=[mask, [False, True]])
+    assert x.shape == (2, 4)
+    assert x[0].tolist() == [7, 8, 9, 10] and y[0].tolist() == [PAD, PAD, 10, 11]
+    assert x[1].tolist() == [PAD, PAD, PAD, 4] and y[1].tolist() == [PAD, PAD, PAD, 5]
