@@ -67,6 +67,7 @@ def train_evaluate_promote(
         data.cases,
         list(catalogue["item_id"]),
         config,
+        retention=data.retention,
     )
     tags = {
         "parent_version": str(parent_info["version"]) if parent_info else "",

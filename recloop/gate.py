@@ -33,6 +33,7 @@ def should_promote(
     champion: Mapping[str, float] | None,
     popularity: Mapping[str, float] | None,
     policy: GateConfig,
+    retention: tuple[Mapping[str, float], Mapping[str, float]] | None = None,
 ) -> Decision:
     """Decide whether ``candidate`` replaces ``champion`` under ``policy``.
 
@@ -40,6 +41,10 @@ def should_promote(
     promoted if it beats popularity (or unconditionally when ``policy.must_beat_popularity`` is
     off). With a champion it must reach ``champion * (1 + min_relative_gain)`` *and* be strictly
     better (a tie never replaces a working model), and beat popularity when required.
+
+    ``retention`` is ``(candidate, champion)`` metrics on earlier data both were trained on (the
+    forgetting check): with a champion and ``policy.max_retention_drop`` >= 0, the candidate may
+    fall at most that relative amount below the champion there.
     """
     name = policy.metric
     cand = _value(candidate, name, "candidate")
@@ -68,6 +73,18 @@ def should_promote(
         beats_pop = cand > pop
         ok = ok and beats_pop
         parts.append(f"{'>' if beats_pop else '<='} popularity {pop:.4f}")
+
+    if champion is not None and retention is not None and policy.max_retention_drop >= 0:
+        cand_old = _value(retention[0], name, "candidate retention")
+        champ_old = _value(retention[1], name, "champion retention")
+        floor = champ_old * (1.0 - policy.max_retention_drop)
+        kept = cand_old >= floor
+        ok = ok and kept
+        drop = (champ_old - cand_old) / champ_old if champ_old > 0 else 0.0
+        parts.append(
+            f"earlier data {cand_old:.4f} {'>=' if kept else '<'} {floor:.4f} (champion "
+            f"{champ_old:.4f}, drop {drop:+.1%}, allowed {policy.max_retention_drop:.1%})"
+        )
 
     verdict = "promote" if ok else "keep champion" if champion is not None else "no promotion"
     return Decision(promote=ok, reason=f"{verdict}: " + " and ".join(parts))

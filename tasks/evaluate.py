@@ -112,6 +112,8 @@ class EvaluationReport:
     seed: int
     ks: tuple[int, ...]
     seconds: dict[str, float] = field(default_factory=dict)  # evaluation time per model
+    # Candidate and champion on earlier data both trained on (the gate's forgetting check).
+    retention: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def metric(self, model: str, name: str) -> float:
         """One number, e.g. ``report.metric("candidate", "ndcg_at_10")``."""
@@ -133,7 +135,16 @@ class EvaluationReport:
         for model, metrics in self.rows.items():
             prefix = "" if model == CANDIDATE else f"{model}_"
             out.update({f"{prefix}{key}": float(value) for key, value in metrics.items()})
+        for model, metrics in self.retention.items():
+            prefix = "retention_" if model == CANDIDATE else f"{model}_retention_"
+            out.update({f"{prefix}{key}": float(value) for key, value in metrics.items()})
         return out
+
+    def retention_pair(self) -> tuple[dict[str, float], dict[str, float]] | None:
+        """(candidate, champion) metrics on the earlier data, when both were measured."""
+        if CANDIDATE in self.retention and CHAMPION in self.retention:
+            return self.retention[CANDIDATE], self.retention[CHAMPION]
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (the MLflow artifact ``evaluation.json``)."""
@@ -144,6 +155,7 @@ class EvaluationReport:
             "seed": self.seed,
             "ks": list(self.ks),
             "seconds": dict(self.seconds),
+            "retention": {model: dict(metrics) for model, metrics in self.retention.items()},
         }
 
     @classmethod
@@ -156,6 +168,7 @@ class EvaluationReport:
             seed=int(values["seed"]),
             ks=tuple(values["ks"]),
             seconds=dict(values.get("seconds", {})),
+            retention={m: dict(v) for m, v in values.get("retention", {}).items()},
         )
 
     def to_markdown(self) -> str:
@@ -172,6 +185,9 @@ class EvaluationReport:
         for model, metrics in self.rows.items():
             cells = [f"{metrics[name]:.4f}" if name in metrics else "" for name in names]
             lines.append(f"| {model} | " + " | ".join(cells) + " |")
+        for model, metrics in self.retention.items():
+            cells = [f"{metrics[name]:.4f}" if name in metrics else "" for name in names]
+            lines.append(f"| {model} on earlier data | " + " | ".join(cells) + " |")
         return "\n".join(lines) + "\n"
 
 
@@ -182,11 +198,13 @@ def evaluate_all(
     cases: EvalCases,
     catalogue_ids: Sequence[str],
     config: Config,
+    retention: EvalCases | None = None,
 ) -> EvaluationReport:
     """Evaluate the candidate, the champion (if any) and the three baselines on the same cases.
 
     The baselines are fitted on ``train_interactions`` (never on the held-out targets). Cases are a
-    seeded sample of ``config.eval.max_users`` users (all when 0).
+    seeded sample of ``config.eval.max_users`` users (all when 0). With ``retention`` cases and a
+    champion, both models are also scored there (the gate's forgetting check).
     """
     cases = cases.sample(config.eval.max_users, config.seed)
     catalogue_ids = [str(item) for item in catalogue_ids]
@@ -213,6 +231,18 @@ def evaluate_all(
             rows[name]["n_cases"],
             seconds[name],
         )
+    kept: dict[str, dict[str, float]] = {}
+    if champion is not None and retention is not None and len(retention) > 0:
+        for name in (CANDIDATE, CHAMPION):
+            kept[name] = evaluate_scorer(
+                scorers[name], retention, catalogue_ids, config.eval.ks, config.eval.batch_size
+            )
+        logger.info(
+            "earlier data (%d cases): candidate ndcg_at_10=%.4f, champion %.4f",
+            len(retention),
+            kept[CANDIDATE].get("ndcg_at_10", float("nan")),
+            kept[CHAMPION].get("ndcg_at_10", float("nan")),
+        )
     return EvaluationReport(
         rows=rows,
         n_users=len(cases),
@@ -220,6 +250,7 @@ def evaluate_all(
         seed=config.seed,
         ks=tuple(config.eval.ks),
         seconds=seconds,
+        retention=kept,
     )
 
 
@@ -232,6 +263,9 @@ def evaluate_task(
     cases: EvalCases,
     catalogue_ids: Sequence[str],
     config: Config,
+    retention: EvalCases | None = None,
 ) -> EvaluationReport:
     """Prefect task: :func:`evaluate_all`."""
-    return evaluate_all(candidate, champion, train_interactions, cases, catalogue_ids, config)
+    return evaluate_all(
+        candidate, champion, train_interactions, cases, catalogue_ids, config, retention
+    )

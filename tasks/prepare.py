@@ -6,17 +6,20 @@ import hashlib
 import logging
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from recloop import registry
 from recloop.config import Config
-from recloop.data import EvalCases, holdout_last_events
+from recloop.data import EvalCases, build_sequences, holdout_last_events
 from recloop.landing import archived_batches, read_archive
 from recloop.paths import Home
 
 logger = logging.getLogger(__name__)
+
+RETENTION_USERS = 1000  # users sampled for the forgetting check (scored by two models)
 
 
 @dataclass
@@ -33,6 +36,9 @@ class CycleData:
     # The rows of train_interactions that arrived with the pending batches: an incremental update
     # trains on these (plus a replay sample), not on the whole history again.
     new_interactions: pd.DataFrame | None = None
+    # Forgetting check: earlier events of users absent from the pending batches that both the
+    # champion and the candidate trained on (see retention_cases).
+    retention: EvalCases | None = None
 
     def summary(self) -> dict[str, int]:
         return {
@@ -42,6 +48,7 @@ class CycleData:
             "eval_users": len(self.cases),
             "focus_users": len(self.focus_users),
             "new_interactions": 0 if self.new_interactions is None else len(self.new_interactions),
+            "retention_users": 0 if self.retention is None else len(self.retention),
         }
 
 
@@ -49,6 +56,24 @@ def fingerprint(frame: pd.DataFrame) -> str:
     """A short content hash of a table, recorded as a lineage tag."""
     digest = hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+def retention_cases(prior: pd.DataFrame, arriving_users: set[str], max_users: int) -> EvalCases:
+    """Earlier events both the champion and a candidate trained on, to measure forgetting.
+
+    For users absent from the arriving batches: their second-to-last earlier event is the target,
+    the events before it the history. (Their last one may have been held out from the champion's
+    training when it was judged on it, so it is not used.) A seeded sample of ``max_users``.
+    """
+    sequences = build_sequences(prior)
+    users = sorted(u for u, seq in sequences.items() if u not in arriving_users and len(seq) >= 3)
+    if len(users) > max_users:
+        users = sorted(np.random.default_rng(0).choice(users, size=max_users, replace=False))
+    return EvalCases(
+        [str(u) for u in users],
+        [sequences[u][:-2] for u in users],
+        [sequences[u][-2] for u in users],
+    )
 
 
 def _hold_out(
@@ -73,6 +98,7 @@ def _hold_out(
         data_fingerprint=fingerprint(archive.interactions),
         # holdout_last_events puts the arriving batches' training rows after the prior ones.
         new_interactions=train.iloc[len(prior) :].reset_index(drop=True),
+        retention=retention_cases(prior, set(arriving["user_id"]), RETENTION_USERS),
     )
     logger.info("%s data: %s", label, data.summary())
     return data

@@ -69,7 +69,11 @@ def promote_candidate(
             before,
         )
     decision = should_promote(
-        report.rows[CANDIDATE], champion_metrics, report.get("popularity"), config.gate
+        report.rows[CANDIDATE],
+        champion_metrics,
+        report.get("popularity"),
+        config.gate,
+        retention=report.retention_pair(),
     )
     all_tags = {"parent_version": before or "", **tags}
     logged = reg.log_candidate(

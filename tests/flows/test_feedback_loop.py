@@ -85,8 +85,14 @@ def test_feedback_loop_lands_trains_evaluates_and_promotes(
         config_path=str(tiny_config),
     )
     assert again["landed"][0]["status"] == "duplicate"
-    assert again["status"] == "up-to-date"
-    assert len(client.search_model_versions("name='recloop'")) == 2
+    if second["promoted"]:
+        assert again["status"] == "up-to-date"
+        assert len(client.search_model_versions("name='recloop'")) == 2
+    else:
+        # A batch whose candidate failed the gate stays pending: the next run learns it again
+        # from the same champion (and lands nothing new).
+        assert again["batches"] == second["batches"]
+        assert len(client.search_model_versions("name='recloop'")) == 3
 
     assert _flow_run_states("feedback-loop").count("COMPLETED") >= 3
 

@@ -63,3 +63,21 @@ def test_missing_metric_is_an_error():
         should_promote({"mrr": 0.1}, None, m(0.0), POLICY)
     with pytest.raises(ValueError):
         should_promote(m(0.1), None, None, POLICY)
+
+
+def test_forgetting_blocks_a_candidate_that_lost_the_earlier_data():
+    policy = GateConfig(max_retention_drop=0.1)
+    forgot = should_promote(m(0.06), m(0.05), m(0.01), policy, retention=(m(0.08), m(0.10)))
+    assert not forgot.promote
+    assert "earlier data 0.0800 < 0.0900 (champion 0.1000, drop +20.0%, allowed 10.0%)" in (
+        forgot.reason
+    )
+    kept = should_promote(m(0.06), m(0.05), m(0.01), policy, retention=(m(0.095), m(0.10)))
+    assert kept.promote and "earlier data 0.0950 >= 0.0900" in kept.reason
+
+
+def test_forgetting_check_off_or_without_champion():
+    off = GateConfig(max_retention_drop=-1.0)
+    assert should_promote(m(0.06), m(0.05), m(0.01), off, retention=(m(0.0), m(0.1))).promote
+    # The first model has no champion to forget relative to.
+    assert should_promote(m(0.06), None, m(0.01), POLICY, retention=(m(0.0), m(0.1))).promote
