@@ -76,7 +76,9 @@ class TrainConfig:
     # Epochs without validation improvement before stopping: validation NDCG on a few hundred
     # users is noisy, and a short patience stopped MovieLens runs long before their best epoch.
     patience: int = 10
-    replay_size: int = 2000  # earlier user sequences mixed into an incremental update
+    # Earlier events (drawn with the seed from the whole history) trained on again beside the
+    # new events in an incremental update, so it does not forget what it knew.
+    replay_size: int = 2000
     max_minutes: float = 9.0  # hard wall-clock cap on one training
     device: str = "cpu"  # torch device to train on ("cuda" when one is there); scoring is on CPU
 
@@ -98,6 +100,9 @@ class GateConfig:
     metric: str = "ndcg_at_10"
     min_relative_gain: float = 0.0  # candidate must beat champion by this relative margin
     must_beat_popularity: bool = True
+    # Forgetting: largest relative drop below the champion allowed on earlier data both models
+    # were trained on (an earlier event of users absent from the new batches); < 0 = off.
+    max_retention_drop: float = 0.2
 
 
 @dataclass(frozen=True)
