@@ -20,9 +20,8 @@ import argparse
 import dataclasses
 import json
 import logging
-import os
-import platform
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from recloop.baselines import ItemTransitions, Popularity
 from recloop.config import Config, load_config
 from recloop.data import EvalCases, read_dataset
 from recloop.protocols import Split, loo_split
+from recloop.reporting import machine_description as _machine
 from tasks.clean_text import clean_catalogue
 from tasks.evaluate import evaluate_scorer
 from tasks.fine_tune import catalogue_texts, fit_recommender
@@ -210,10 +210,6 @@ def _targets(rows: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _machine() -> str:
-    return f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
-
-
 def to_markdown(results: dict[str, Any]) -> str:
     """The report: one table per dataset (test split), training seconds, targets."""
     lines = [
@@ -269,12 +265,20 @@ def _yes(value: bool | None) -> str:
     return "n/a" if value is None else ("yes" if value else "NO")
 
 
-def import_shared(src_root: Path, work_dir: Path) -> dict[str, Path]:
-    """Import the shared datasets found under ``src_root`` into canonical folders."""
+def import_shared(
+    src_root: Path, work_dir: Path, names: Sequence[str] | None = None
+) -> dict[str, Path]:
+    """Import the shared datasets found under ``src_root`` (all of them, or ``names``) into
+    canonical folders under ``work_dir``; an import already there is reused."""
     from recloop.importers import import_dataset
 
+    unknown = sorted(set(names or ()) - set(SHARED_DATASETS))
+    if unknown:
+        raise KeyError(f"unknown shared dataset(s) {', '.join(unknown)}")
     out: dict[str, Path] = {}
     for name, fmt in SHARED_DATASETS.items():
+        if names is not None and name not in names:
+            continue
         src = src_root / name
         if not src.exists():
             logger.warning("%s: not found, skipped", src)

@@ -473,6 +473,64 @@ def bench_quality_command(
     return results
 
 
+@bench_app.command("incremental")
+@_one_line_errors
+def bench_incremental_command(
+    data: Annotated[
+        str,
+        typer.Option(
+            "--data",
+            help="Canonical dataset folder, or a shared dataset name (movielens-latest-small, "
+            "amazon-instruments-2014, amazon-office-2014) imported from --shared.",
+        ),
+    ],
+    windows: Annotated[
+        int, typer.Option("--windows", min=1, help="Incremental updates (K); K + 1 windows.")
+    ] = 3,
+    name: Annotated[
+        str | None, typer.Option("--name", help="Dataset name in the report (default: folder).")
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", help="Report folder.")] = Path("reports"),
+    work: Annotated[
+        Path, typer.Option("--work", help="Imported datasets and the embedding cache.")
+    ] = Path("reports/tmp/incremental"),
+    shared: Annotated[
+        Path, typer.Option("--shared", help="Folder with the published datasets.")
+    ] = Path("../shared/datasets"),
+    no_mlflow: Annotated[
+        bool, typer.Option("--no-mlflow", help="Do not log the benchmark to MLflow.")
+    ] = False,
+    home: HomeOption = None,
+    config: ConfigOption = None,
+) -> dict[str, Any]:
+    """Incremental update (warm start) vs full retrain per time window, beside the baselines.
+
+    Writes reports/incremental/<dataset>.md, .json and plots; logs an MLflow run.
+    """
+    from recloop.bench_incremental import main as bench_incremental
+
+    argv = ["--data", data, "--windows", str(windows), "--out", str(out), "--work", str(work)]
+    argv += ["--shared", str(shared)]
+    if name is not None:
+        argv += ["--name", name]
+    if home is not None:
+        argv += ["--home", str(home)]
+    if config is not None:
+        argv += ["--config", str(config)]
+    if no_mlflow:
+        argv.append("--no-mlflow")
+    results = bench_incremental(argv)
+    targets = results["targets"]
+    typer.echo(
+        f"incremental / full wall time at the last update: {targets['time_ratio_last']:.3f} "
+        f"(target <= 0.1: {'met' if targets['time_met'] else 'NOT met'}); mean next-window "
+        f"NDCG@10 ratio: {targets['ndcg_ratio_mean']:.3f} "
+        f"(target >= 0.98: {'met' if targets['ndcg_met'] else 'NOT met'})"
+    )
+    typer.echo("wrote " + ", ".join(results["files"]))
+    return results
+
+
 def run() -> None:  # pragma: no cover - the console script
     app()
 

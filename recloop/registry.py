@@ -11,11 +11,15 @@ latest candidate, alias ``champion`` the promoted one. Nothing happens at import
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import math
 import os
 import tempfile
+import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -23,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import mlflow
 import pandas as pd
+from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
@@ -265,6 +270,49 @@ def configure(home: Home, config: Config) -> Registry:
     else:
         experiment_id = experiment.experiment_id
     return Registry(home, config, uri, experiment_id)
+
+
+def log_benchmark(
+    name: str,
+    params: dict[str, Any],
+    metrics: dict[str, float | Sequence[float | None] | None],
+    artifacts: Sequence[str | Path],
+    config: Config,
+    home: Home,
+    tags: dict[str, Any] | None = None,
+) -> str:
+    """Log one benchmark as a run named ``name`` in experiment ``<registry.experiment>-benchmarks``
+    of the home's tracking store (the same store as the candidates, no server); return its id.
+
+    Params are the resolved config plus ``params``. A metric given as a sequence is logged with
+    steps 1, 2, ... (e.g. one value per window); missing and non-finite values are skipped.
+    ``artifacts`` are files (logged at the run's artifact root) or folders (logged under their
+    name), e.g. the report's Markdown, JSON and plots.
+    """
+    experiment = f"{config.registry.experiment}-benchmarks"
+    bench = dataclasses.replace(
+        config, registry=dataclasses.replace(config.registry, experiment=experiment)
+    )
+    registry = configure(home, bench)
+    now = int(time.time() * 1000)
+    points: list[Metric] = []
+    for key, value in metrics.items():
+        values = list(value) if isinstance(value, Sequence) else [value]
+        for step, v in enumerate(values, start=1 if isinstance(value, Sequence) else 0):
+            if v is not None and math.isfinite(float(v)):
+                points.append(Metric(key, float(v), now, step))
+    all_params = {**config.flat(), **params}
+    with mlflow.start_run(experiment_id=registry.experiment_id, run_name=name) as run:
+        mlflow.log_params({key: _tag(value) for key, value in all_params.items()})
+        registry.client.log_batch(run.info.run_id, metrics=points)
+        mlflow.set_tags({"benchmark": name, **{k: _tag(v) for k, v in (tags or {}).items()}})
+        for path in map(Path, artifacts):
+            if path.is_dir():
+                mlflow.log_artifacts(str(path), artifact_path=path.name)
+            else:
+                mlflow.log_artifact(str(path))
+    logger.info("benchmark %s logged as run %s (experiment %s)", name, run.info.run_id, experiment)
+    return run.info.run_id
 
 
 def load_champion_pyfunc(config: Config, home: Home) -> Any:

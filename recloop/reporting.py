@@ -1,0 +1,166 @@
+"""What the benchmark reports share: the Markdown + JSON pair, the plots, the machine line.
+
+Plots are drawn on :class:`matplotlib.figure.Figure` objects with the Agg canvas, never through
+``pyplot``: no global figure state, no GUI backend, nothing left open after a call. JSON is written
+strictly (NaN and infinities become ``null``), so any JSON reader can load a report.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+# Series keep their order, so a model drawn first in every plot keeps its colour across plots.
+PALETTE = ("#1f77b4", "#d62728", "#7f7f7f", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2")
+
+
+def machine_description() -> str:
+    """One line naming the machine a benchmark ran on (architecture, cores, torch, GPU)."""
+    import torch  # lazy: the report helpers are usable without paying for the torch import
+
+    line = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
+    if torch.cuda.is_available():
+        line += f", {torch.cuda.get_device_name(0)}"
+    return line
+
+
+def to_jsonable(value: Any) -> Any:
+    """``value`` with NaN/inf floats as None and tuples as lists, recursively (strict JSON)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):  # numpy scalars
+        return to_jsonable(value.item())
+    return value
+
+
+def write_report(
+    out_dir: str | Path, stem: str, markdown: str, figures: dict[str, Any]
+) -> tuple[Path, Path]:
+    """Write ``<out_dir>/<stem>.md`` and ``<out_dir>/<stem>.json``; return both paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md_path, json_path = out_dir / f"{stem}.md", out_dir / f"{stem}.json"
+    md_path.write_text(markdown if markdown.endswith("\n") else markdown + "\n", encoding="utf-8")
+    text = json.dumps(to_jsonable(figures), indent=2, allow_nan=False, default=str)
+    json_path.write_text(text + "\n", encoding="utf-8")
+    return md_path, json_path
+
+
+def format_number(value: float | int | None, digits: int = 4) -> str:
+    """A table cell: ``digits`` decimals, or empty for None/NaN (nothing measured)."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return ""
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.{digits}f}"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    """The lines of a GitHub Markdown table (cells already formatted or str()-able)."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return lines
+
+
+def _figure(title: str, ylabel: str, xlabel: str | None) -> tuple[Any, Any]:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(7.0, 4.0), dpi=110, layout="constrained")
+    FigureCanvasAgg(figure)  # attaches the Agg canvas: savefig needs no pyplot backend
+    axes = figure.add_subplot()
+    axes.set_title(title)
+    axes.set_ylabel(ylabel)
+    if xlabel:
+        axes.set_xlabel(xlabel)
+    axes.grid(True, axis="y", alpha=0.3)
+    return figure, axes
+
+
+def _check(x_labels: Sequence[str], series: dict[str, Sequence[float]]) -> None:
+    for name, values in series.items():
+        if len(values) != len(x_labels):
+            raise ValueError(f"series {name!r} has {len(values)} values for {len(x_labels)} labels")
+
+
+def _value(v: float | None) -> float:
+    return float("nan") if v is None else float(v)
+
+
+def plot_series(
+    path: str | Path,
+    x_labels: Sequence[str],
+    series: dict[str, Sequence[float | None]],
+    title: str,
+    ylabel: str,
+    *,
+    xlabel: str | None = None,
+    dashed: Sequence[str] = (),
+) -> Path:
+    """A line plot, one line per entry of ``series`` (one value per x label; None/NaN = gap).
+
+    Names in ``dashed`` are drawn dashed (e.g. the baselines beside the models). Writes a PNG.
+    """
+    _check(x_labels, series)
+    figure, axes = _figure(title, ylabel, xlabel)
+    x = list(range(len(x_labels)))
+    for i, (name, values) in enumerate(series.items()):
+        axes.plot(
+            x,
+            [_value(v) for v in values],
+            label=name,
+            color=PALETTE[i % len(PALETTE)],
+            marker="o",
+            linestyle="--" if name in dashed else "-",
+        )
+    axes.set_xticks(x, list(x_labels))
+    axes.legend(fontsize="small")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    return path
+
+
+def plot_bars(
+    path: str | Path,
+    x_labels: Sequence[str],
+    series: dict[str, Sequence[float | None]],
+    title: str,
+    ylabel: str,
+    *,
+    xlabel: str | None = None,
+    log_scale: bool = False,
+    annotate: bool = True,
+) -> Path:
+    """Grouped bars: one group per x label, one bar per entry of ``series``. Writes a PNG.
+
+    ``annotate`` writes each bar's value above it (3 significant digits).
+    """
+    _check(x_labels, series)
+    figure, axes = _figure(title, ylabel, xlabel)
+    n = max(len(series), 1)
+    width = 0.8 / n
+    for i, (name, values) in enumerate(series.items()):
+        x = [j + (i - (n - 1) / 2) * width for j in range(len(x_labels))]
+        heights = [_value(v) for v in values]
+        bars = axes.bar(x, heights, width=width, label=name, color=PALETTE[i % len(PALETTE)])
+        if annotate:
+            labels = ["" if math.isnan(h) else f"{h:.3g}" for h in heights]
+            axes.bar_label(bars, labels=labels, fontsize="x-small", padding=2)
+    if log_scale:
+        axes.set_yscale("log")
+    axes.set_xticks(list(range(len(x_labels))), list(x_labels))
+    axes.legend(fontsize="small")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    return path
