@@ -108,18 +108,22 @@ def sample_replay(
     new_flags: dict[str, np.ndarray],
     size: int,
     rng: np.random.Generator,
+    max_seq_len: int | None = None,
 ) -> tuple[dict[str, np.ndarray], int]:
     """Target masks for an incremental update: every new event plus ``size`` earlier events.
 
-    A position is a candidate target when it has an item before it in the user's sequence. The
-    earlier (replayed) events are drawn uniformly from all users' earlier events, without
-    replacement, with ``rng`` — so the same seed replays the same events. Returns one boolean mask
-    per user with at least one target, and the number of replayed events.
+    A position is a candidate target when it has an item before it in the user's sequence.
+    Earlier events are drawn first from the stretch of history the update encodes anyway: the
+    last ``max_seq_len`` positions of the users with new events (the chunk
+    :func:`training_examples` makes around them), where a replayed target costs one more row of
+    the softmax and no extra sequence to encode. Only when those are fewer than ``size`` does the
+    rest come from every other earlier event. Draws are uniform without replacement within each
+    tier, with ``rng``, so the same seed replays the same events. Returns one boolean mask per
+    user with at least one target, and the number of replayed events.
     """
-    users = sorted(sequences)
-    old_users, old_positions = [], []
     masks: dict[str, np.ndarray] = {}
-    for user in users:
+    tiers: list[tuple[list[str], list[np.ndarray]]] = [([], []), ([], [])]  # near, far
+    for user in sorted(sequences):
         n = len(sequences[user])
         flags = np.asarray(new_flags.get(user, np.zeros(n, dtype=bool)), dtype=bool)[:n]
         mask = flags.copy()
@@ -127,14 +131,19 @@ def sample_replay(
         masks[user] = mask
         earlier = np.flatnonzero(~flags)
         earlier = earlier[earlier >= 1]
-        old_users.extend([user] * len(earlier))
-        old_positions.append(earlier)
-    positions = np.concatenate(old_positions) if old_positions else np.array([], dtype=int)
-    take = min(size, len(positions))
-    if take:
-        for i in np.sort(rng.choice(len(positions), size=take, replace=False)):
-            masks[old_users[i]][positions[i]] = True
-    return {user: mask for user, mask in masks.items() if mask.any()}, take
+        near_from = n - max_seq_len if (max_seq_len and mask.any()) else n + 1
+        for tier, chosen in ((0, earlier[earlier >= near_from]), (1, earlier[earlier < near_from])):
+            tiers[tier][0].extend([user] * len(chosen))
+            tiers[tier][1].append(chosen)
+    replayed = 0
+    for owners, chunks in tiers:
+        positions = np.concatenate(chunks) if chunks else np.array([], dtype=int)
+        take = min(size - replayed, len(positions))
+        if take > 0:
+            for i in np.sort(rng.choice(len(positions), size=take, replace=False)):
+                masks[owners[i]][positions[i]] = True
+            replayed += take
+    return {user: mask for user, mask in masks.items() if mask.any()}, replayed
 
 
 def validation_ndcg(
@@ -289,7 +298,9 @@ def fit_recommender(
 
         if warm:
             train_seqs = {u: train_seq(u) for u in users}
-            masks, n_replay = sample_replay(train_seqs, new_flags, train_cfg.replay_size, rng)
+            masks, n_replay = sample_replay(
+                train_seqs, new_flags, train_cfg.replay_size, rng, config.model.max_seq_len
+            )
             chosen = sorted(masks)
             n_targets = sum(int(m.sum()) for m in masks.values())
             n_new_targets = n_targets - n_replay

@@ -80,3 +80,16 @@ def test_training_examples_with_target_masks_drop_chunks_without_targets() -> No
     assert x.shape == (2, 4)
     assert x[0].tolist() == [7, 8, 9, 10] and y[0].tolist() == [PAD, PAD, 10, 11]
     assert x[1].tolist() == [PAD, PAD, PAD, 4] and y[1].tolist() == [PAD, PAD, PAD, 5]
+
+
+def test_replay_draws_first_from_the_history_the_update_encodes_anyway() -> None:
+    sequences, flags = _history()
+    # max_seq_len 3: u1's chunk around its new events covers positions 2..4, so position 2 is
+    # the only "near" earlier event (u2 has no new event: all of it is "far").
+    masks, replayed = sample_replay(sequences, flags, 1, np.random.default_rng(0), max_seq_len=3)
+    assert replayed == 1
+    assert masks["u1"].tolist() == [False, False, True, True, True] and "u2" not in masks
+    # Asking for more tops up from the far tier.
+    masks, replayed = sample_replay(sequences, flags, 2, np.random.default_rng(0), max_seq_len=3)
+    assert replayed == 2 and masks["u1"][2]
+    assert masks["u1"][1] + (masks["u2"].sum() if "u2" in masks else 0) == 1
