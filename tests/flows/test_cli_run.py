@@ -36,10 +36,19 @@ def test_run_replays_windows_and_prints_the_cycle_table(
     assert first[5] == "-" and second[5] != "-"
     assert all(float(row[3]) >= 0 and float(row[7]) >= 0 for row in rows)
 
-    # Running the same replay again applies nothing twice.
+    # Running the same replay again lands nothing twice. A window whose candidate passed the gate
+    # is up to date; one whose candidate failed it stays pending and is learned again.
     again = CliRunner().invoke(app, [*args, "--config", str(tiny_config)])
     assert again.exit_code == 0, again.output
-    assert "up-to-date" in again.output
+    if second[-1] == "promoted":
+        assert "up-to-date" in again.output
+    else:
+        again_lines = again.output.strip().splitlines()
+        start = next(i for i, line in enumerate(again_lines) if line.lstrip().startswith("window"))
+        again_rows = [
+            line.split() for line in again_lines[start + 2 :] if re.match(r"^\s+\d+\s", line)
+        ]
+        assert again_rows[0][1] == second[1]  # window 2's batch, still pending, learned again
 
 
 def test_ingest_then_update_learns_the_landed_batch(

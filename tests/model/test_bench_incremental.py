@@ -31,14 +31,19 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, Path]:
     # Seed 5 at this size releases new items in both update windows (14 and 10 items).
     data = write_dataset(simulate(seed=5, n_users=80, n_items=150), root / "shop")
     home = root / "home"
-    results = run_incremental(
-        data,
-        load_config(overrides=TINY),
-        root / "out",
-        windows=2,
-        cache_dir=root / "cache",
-        home=home,
-    )
+    # A module fixture runs before the per-test autouse one that clears MLFLOW_TRACKING_URI, and
+    # mlflow.set_tracking_uri in an earlier test exports it: clear it here too, or the run would
+    # be logged to that test's store.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        results = run_incremental(
+            data,
+            load_config(overrides=TINY),
+            root / "out",
+            windows=2,
+            cache_dir=root / "cache",
+            home=home,
+        )
     return results, root / "out", home
 
 
