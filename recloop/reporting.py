@@ -96,6 +96,16 @@ def _value(v: float | None) -> float:
     return float("nan") if v is None else float(v)
 
 
+def _finish(figure: Any, axes: Any, x_labels: Sequence[str], path: str | Path) -> Path:
+    """Label the x positions 0..n-1, add the legend and write the PNG."""
+    axes.set_xticks(list(range(len(x_labels))), list(x_labels))
+    axes.legend(fontsize="small")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    return path
+
+
 def plot_series(
     path: str | Path,
     x_labels: Sequence[str],
@@ -122,12 +132,7 @@ def plot_series(
             marker="o",
             linestyle="--" if name in dashed else "-",
         )
-    axes.set_xticks(x, list(x_labels))
-    axes.legend(fontsize="small")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
-    return path
+    return _finish(figure, axes, x_labels, path)
 
 
 def plot_bars(
@@ -158,9 +163,4 @@ def plot_bars(
             axes.bar_label(bars, labels=labels, fontsize="x-small", padding=2)
     if log_scale:
         axes.set_yscale("log")
-    axes.set_xticks(list(range(len(x_labels))), list(x_labels))
-    axes.legend(fontsize="small")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
-    return path
+    return _finish(figure, axes, x_labels, path)
