@@ -6,9 +6,11 @@ three events are training data only). The recommender is trained on the training
 stopping on the validation targets, then scored on the test targets with the validation item in
 the history (``recloop.protocols.loo_split``). Baselines (popularity, item-to-item transitions)
 are fitted on the training part for the validation cases and on it plus the validation events for
-the test cases. Variants: text+ID (the default), ID-only and text-only. Every number is
-NDCG/Recall@k with full ranking over the catalogue, history excluded, pessimistic ties
-(:func:`tasks.evaluate.evaluate_scorer`).
+the test cases. Variants: text+ID (the default), ID-only, text-only and text+ID without MLM
+pretraining (the ablation). text+ID and text-only embed the items with the encoder MLM-pretrained
+on that dataset's cleaned catalogue text (:func:`models.encoder.pretrain_mlm`, default config);
+the ablation with the shipped base encoder. Every number is NDCG/Recall@k with full ranking over
+the catalogue, history excluded, pessimistic ties (:func:`tasks.evaluate.evaluate_scorer`).
 
 Run ``python -m recloop.bench_quality`` (defaults to the datasets in ``../shared/datasets``); it
 writes ``reports/quality.md`` and ``reports/quality.json``.
@@ -20,6 +22,8 @@ import argparse
 import dataclasses
 import json
 import logging
+import shutil
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.encoder import TextEmbedder, base_encoder_path
+from models.encoder import TextEmbedder, base_encoder_path, pretrain_mlm
 from recloop.baselines import ItemTransitions, Popularity
 from recloop.config import Config, load_config
 from recloop.data import EvalCases, read_dataset
@@ -48,7 +52,15 @@ SHARED_DATASETS = {
     "amazon-office-2014": "canonical",
 }
 # name -> (use_text, use_id); "text+id" is the default model
-VARIANTS = {"text+id": (True, True), "id": (False, True), "text": (True, False)}
+VARIANTS = {
+    "text+id": (True, True),
+    "id": (False, True),
+    "text": (True, False),
+    "text+id-no-mlm": (True, True),
+}
+# The text encoder a variant embeds items with: "mlm" = pretrained on the dataset's catalogue
+# text (the loop's default), "base" = the shipped all-MiniLM-L6-v2 (the MLM ablation).
+VARIANT_ENCODERS = {"text+id": "mlm", "text": "mlm", "text+id-no-mlm": "base"}
 BASELINE_NAMES = ("popularity", "transitions")
 
 
@@ -58,24 +70,90 @@ class PreparedDataset:
 
     name: str
     item_ids: list[str]
-    embeddings: np.ndarray  # (len(item_ids), text_dim)
+    embeddings: np.ndarray  # (len(item_ids), text_dim): the MLM encoder's when it ran
     split: Split
     summary: dict[str, int]
+    base_embeddings: np.ndarray | None = None  # the shipped encoder's, for the MLM ablation
+    mlm: dict[str, Any] | None = None  # the MLM pretraining's report, when it ran
 
 
 def prepare_dataset(
-    name: str, directory: Path, config: Config, cache_dir: Path | None
+    name: str,
+    directory: Path,
+    config: Config,
+    cache_dir: Path | None,
+    *,
+    variants: Sequence[str] = tuple(VARIANTS),
+    encoder_dir: Path | None = None,
 ) -> PreparedDataset:
-    """Read a canonical dataset, embed its cleaned item texts (cached) and split it."""
+    """Read a canonical dataset, embed its cleaned item texts (cached per encoder) and split it.
+
+    When a variant in ``variants`` needs it (and ``config.encoder.enabled``), the encoder is
+    first MLM-pretrained on the catalogue text into ``encoder_dir/<name>`` (a temporary folder
+    when None); the base encoder's embeddings are computed only for the ablation (or when no
+    MLM encoder is needed)."""
     dataset = read_dataset(directory)
     items = clean_catalogue(dataset.items, config.text)
     item_ids = items["item_id"].astype(str).tolist()
-    embedder = TextEmbedder(base_encoder_path(), cache_dir, config.encoder)
-    embeddings = embedder.embed(catalogue_texts(items))
-    logger.info("%s: %s, %d texts encoded", name, dataset.summary(), embedder.stats.encoded)
+    texts = catalogue_texts(items)
+    encoders = {VARIANT_ENCODERS[v] for v in variants if v in VARIANT_ENCODERS}
+    if not config.encoder.enabled:
+        encoders = {"base"} if encoders else set()
+    mlm: dict[str, Any] | None = None
+    embeddings: np.ndarray | None = None
+    if "mlm" in encoders:
+        with tempfile.TemporaryDirectory(prefix="recloop-mlm-") as tmp:
+            folder, mlm = pretrain_catalogue_encoder(
+                name, texts, config, Path(encoder_dir) if encoder_dir else Path(tmp)
+            )
+            embeddings = _embed(name, folder, texts, config, cache_dir)
+    base = None
+    if "base" in encoders or embeddings is None:
+        base = _embed(name, base_encoder_path(), texts, config, cache_dir)
+    logger.info("%s: %s", name, dataset.summary())
     return PreparedDataset(
-        name, item_ids, embeddings, loo_split(dataset.interactions), dataset.summary()
+        name,
+        item_ids,
+        embeddings if embeddings is not None else base,
+        loo_split(dataset.interactions),
+        dataset.summary(),
+        base_embeddings=base,
+        mlm=mlm,
     )
+
+
+def _embed(
+    name: str, encoder: Path, texts: list[str], config: Config, cache_dir: Path | None
+) -> np.ndarray:
+    embedder = TextEmbedder(encoder, cache_dir, config.encoder)
+    embeddings = embedder.embed(texts)
+    logger.info("%s: %d texts encoded with %s", name, embedder.stats.encoded, encoder)
+    return embeddings
+
+
+def pretrain_catalogue_encoder(
+    name: str, texts: Sequence[str], config: Config, encoder_dir: Path
+) -> tuple[Path, dict[str, Any]]:
+    """MLM-pretrain the shipped encoder on one dataset's cleaned catalogue ``texts`` with
+    ``config.encoder`` into ``encoder_dir/name``; return the folder and the MLM report.
+
+    Always from the base encoder and always rerun (no reuse across runs): the report's
+    perplexities and seconds are this run's.
+    """
+    out = Path(encoder_dir) / name
+    tmp = Path(encoder_dir) / f".{name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    report = pretrain_mlm(
+        [t for t in texts if t.strip()],
+        base_encoder_path(),
+        tmp,
+        config.encoder,
+        config.seed,
+        train_top_layers=config.encoder.train_layers,
+    )
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)  # a half-written encoder is never named as one
+    return out, {**report.to_dict(), "out_dir": str(out)}
 
 
 def _metrics(scorer: Any, cases: EvalCases, item_ids: list[str], config: Config) -> dict:
@@ -117,10 +195,14 @@ def evaluate_variant(
     config = dataclasses.replace(
         config, model=dataclasses.replace(config.model, use_text=use_text, use_id=use_id)
     )
+    embeddings = data.embeddings
+    encoder = "mlm" if data.mlm is not None else "base"
+    if VARIANT_ENCODERS.get(variant) == "base" and data.base_embeddings is not None:
+        embeddings, encoder = data.base_embeddings, "base"
     result = fit_recommender(
         data.split.train,
         data.item_ids,
-        data.embeddings,
+        embeddings,
         config,
         validation=data.split.validation,
     )
@@ -132,6 +214,7 @@ def evaluate_variant(
         "epochs": report["epochs"],
         "best_epoch": report["best_epoch"],
         "stopped_reason": report["stopped_reason"],
+        "text_encoder": encoder if use_text else None,
     }
     out["test"] = out["test_train_only"]
     if refit:
@@ -143,7 +226,7 @@ def evaluate_variant(
         refitted = fit_recommender(
             data.split.train_full,
             data.item_ids,
-            data.embeddings,
+            embeddings,
             refit_config,
             validation=EvalCases([], [], []),
         )
@@ -159,21 +242,32 @@ def run_quality(
     *,
     variants: tuple[str, ...] = tuple(VARIANTS),
     cache_dir: Path | None = None,
+    encoder_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Benchmark every canonical dataset folder in ``datasets``; write ``quality.md`` and
-    ``quality.json`` under ``out_dir`` and return the JSON figures."""
+    ``quality.json`` under ``out_dir`` and return the JSON figures. Each dataset's MLM-pretrained
+    encoder goes to ``encoder_dir/<name>`` (a temporary folder when None)."""
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown:
+        raise ValueError(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {
         "protocol": "loo",
         "machine": _machine(),
-        "config": {"model": dataclasses.asdict(config.model), "train": config.train.__dict__},
+        "config": {
+            "encoder": dataclasses.asdict(config.encoder),
+            "model": dataclasses.asdict(config.model),
+            "train": config.train.__dict__,
+        },
         "seed": config.seed,
         "datasets": {},
     }
     for name, directory in datasets.items():
         torch.manual_seed(config.seed)
-        data = prepare_dataset(name, Path(directory), config, cache_dir)
+        data = prepare_dataset(
+            name, Path(directory), config, cache_dir, variants=variants, encoder_dir=encoder_dir
+        )
         rows: dict[str, Any] = evaluate_baselines(data, config)
         for variant in variants:
             rows[variant] = evaluate_variant(data, config, variant)
@@ -187,12 +281,33 @@ def run_quality(
         results["datasets"][name] = {
             "summary": data.summary,
             "n_test_cases": len(data.split.test),
+            "mlm": _mlm_summary(data.mlm),
             "rows": rows,
             "targets": _targets(rows),
         }
     (out_dir / "quality.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     (out_dir / "quality.md").write_text(to_markdown(results), encoding="utf-8")
     return results
+
+
+def _mlm_summary(report: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The MLM figures the report shows (perplexities on the same held-out texts and masks)."""
+    if report is None:
+        return None
+    keys = (
+        "perplexity_untrained_head",
+        "perplexity_before",
+        "perplexity_after",
+        "head_warmup_steps",
+        "head_warmup_seconds",
+        "steps",
+        "seconds",
+        "total_seconds",
+        "n_train_texts",
+        "n_eval_texts",
+        "fingerprint",
+    )
+    return {key: report[key] for key in keys}
 
 
 def _targets(rows: dict[str, Any]) -> dict[str, Any]:
@@ -220,6 +335,8 @@ def to_markdown(results: dict[str, Any]) -> str:
         "Baselines are fitted on training + validation events for the test; a model's test "
         "NDCG is that of a refit on the same events for the epochs validation chose (the "
         "early-stopped model trained without the validation events: 'train-only'). "
+        "text+id and text embed items with the text encoder MLM-pretrained on the dataset's "
+        "cleaned catalogue text; text+id-no-mlm (the ablation) with the shipped base encoder. "
         f"Seed {results['seed']}; machine: {results['machine']}.",
         "",
     ]
@@ -231,6 +348,7 @@ def to_markdown(results: dict[str, Any]) -> str:
             f"{summary['users']} users, {summary['items']} items, "
             f"{summary['interactions']} events; {entry['n_test_cases']} test cases.",
             "",
+            *_mlm_lines(entry.get("mlm")),
             "| model | NDCG@10 | Recall@10 | NDCG@20 | Recall@20 | NDCG@10 train-only "
             "| val NDCG@10 | train s | refit s | best/run epochs |",
             "|---|---|---|---|---|---|---|---|---|---|",
@@ -257,8 +375,33 @@ def to_markdown(results: dict[str, Any]) -> str:
                 f"{_yes(targets.get('text_id_at_least_id'))}; training <= 10 min: "
                 f"{_yes(targets['under_10_minutes'])}.",
             ]
+        rows = entry["rows"]
+        if "text+id" in rows and "text+id-no-mlm" in rows:
+            with_mlm = rows["text+id"]["test"]["ndcg_at_10"]
+            without = rows["text+id-no-mlm"]["test"]["ndcg_at_10"]
+            lines += [
+                "",
+                f"MLM ablation: text+ID NDCG@10 {with_mlm:.4f} with the MLM-pretrained encoder, "
+                f"{without:.4f} with the base encoder ({with_mlm - without:+.4f}).",
+            ]
         lines.append("")
     return "\n".join(lines)
+
+
+def _mlm_lines(mlm: dict[str, Any] | None) -> list[str]:
+    """One paragraph: the encoder's held-out MLM perplexity before and after pretraining."""
+    if mlm is None:
+        return ["Text encoder: the shipped base encoder (no MLM pretraining run).", ""]
+    return [
+        f"MLM pretraining of the text encoder on {mlm['n_train_texts']} catalogue texts: "
+        f"held-out perplexity ({mlm['n_eval_texts']} texts, same masks) "
+        f"{mlm['perplexity_before']:.1f} before (base encoder, MLM head fitted in "
+        f"{mlm['head_warmup_steps']} steps) -> {mlm['perplexity_after']:.1f} after "
+        f"{mlm['steps']} adaptation steps; {mlm['total_seconds']:.0f} s in all "
+        f"({mlm['head_warmup_seconds']:.0f} s head warm-up, {mlm['seconds']:.0f} s adaptation). "
+        f"With the untrained (random) head: {mlm['perplexity_untrained_head']:.0f}.",
+        "",
+    ]
 
 
 def _yes(value: bool | None) -> str:
@@ -315,6 +458,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.out,
         variants=tuple(v for v in args.variants.split(",") if v),
         cache_dir=args.work / "embeddings",
+        encoder_dir=args.work / "encoders",
     )
     logger.info("quality benchmark done in %.0fs", time.perf_counter() - started)
     return results

@@ -452,12 +452,16 @@ def bench_quality_command(
         typer.Option("--data", help="NAME=DIR of a canonical dataset (repeatable)."),
     ] = None,
     variants: Annotated[
-        str, typer.Option("--variants", help="Comma-separated: text+id, id, text.")
-    ] = "text+id,id,text",
+        str,
+        typer.Option(
+            "--variants",
+            help="Comma-separated: text+id, id, text, text+id-no-mlm (the MLM ablation).",
+        ),
+    ] = "text+id,id,text,text+id-no-mlm",
     out: Annotated[Path, typer.Option("--out", help="Report folder.")] = Path("reports"),
     config: ConfigOption = None,
 ) -> dict[str, Any]:
-    """Leave-one-out quality (text+ID, ID-only, text-only) beside the baselines, per dataset.
+    """Leave-one-out quality (text+ID, ID-only, text-only, no-MLM) beside the baselines.
 
     Writes reports/quality.md and reports/quality.json.
     """

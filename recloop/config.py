@@ -37,10 +37,22 @@ class EncoderConfig:
     train_layers: int = (
         3  # top transformer layers MLM updates; the rest (and embeddings) stay frozen
     )
-    batch_size: int = 16
-    learning_rate: float = 5e-5
+    # Texts per MLM step. 8, not 16: on Amazon Office (64-token texts) 40 steps of 8 lowered
+    # held-out perplexity by 32 %, 40 steps of 16 by 34 %, at twice the cost.
+    batch_size: int = 8
+    # 40 steps (of 16 texts) took MovieLens held-out perplexity from 71 to 53 at 5e-5, to 46 at
+    # 2e-4 and to 43 at 5e-4; a higher rate moves the sentence-embedding layers further.
+    learning_rate: float = 2e-4
+    # The shipped sentence-transformers checkpoint has no MLM head, so transformers starts a
+    # random one (held-out perplexity ~50,000: nothing said about the encoder). These steps fit
+    # the head alone (encoder frozen) on the training texts before "perplexity before" is taken
+    # (skipped when starting from an adapted encoder, whose head is fitted already).
+    head_warmup_steps: int = 250
+    head_learning_rate: float = 3e-3  # the warm-up's: a fresh head needs more than fine-tuning
+    head_warmup_tokens: int = 32768  # training-text tokens encoded once for the warm-up
     weight_decay: float = 0.01  # not applied to biases and LayerNorm weights
     eval_fraction: float = 0.1  # held-out share of the catalogue text for perplexity
+    eval_max_texts: int = 256  # cap on those held-out texts (0 = none), to keep the evals cheap
     change_threshold: float = 0.2  # re-pretrain when this share of item texts is new/changed
     embed_batch_size: int = 64
 
