@@ -491,6 +491,14 @@ def bench_incremental_command(
     windows: Annotated[
         int, typer.Option("--windows", min=1, help="Incremental updates (K); K + 1 windows.")
     ] = 3,
+    targets: Annotated[
+        str,
+        typer.Option(
+            "--targets",
+            help="Test cases per window: 'all' (every event with a history, models frozen) "
+            "or 'first' (each active user's first event).",
+        ),
+    ] = "all",
     name: Annotated[
         str | None, typer.Option("--name", help="Dataset name in the report (default: folder).")
     ] = None,
@@ -513,7 +521,8 @@ def bench_incremental_command(
     """
     from recloop.bench_incremental import main as bench_incremental
 
-    argv = ["--data", data, "--windows", str(windows), "--out", str(out), "--work", str(work)]
+    argv = ["--data", data, "--windows", str(windows), "--targets", targets]
+    argv += ["--out", str(out), "--work", str(work)]
     argv += ["--shared", str(shared)]
     if name is not None:
         argv += ["--name", name]

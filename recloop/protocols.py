@@ -9,13 +9,22 @@ time order with ties kept in their order of arrival (``recloop.data.sort_events`
   validation target, and a case without history cannot be personalised.
 - ``temporal``: the history is cut by time into a base period and K evaluation windows
   (``recloop.data.split_windows``: base ``base_fraction`` of the events, the rest in K windows of
-  equal event counts, never cutting between equal timestamps). Window ``w`` is tested on the
-  *next event after the training data*: for every user active in window ``w`` who has events
-  before it, the user's first event in the window is the target and their events before the
-  window are the history. Later events in the window are not targets, since their histories would
-  include events no model trained before the window has seen. The validation cases are the same
-  construction on the period just before window ``w``: the previous window, or for the first
-  window the tail of the base period holding as many events as window 1.
+  equal event counts, never cutting between equal timestamps). Window ``w`` is tested on what
+  follows the training data, with the model frozen. Two case sets (``targets``):
+
+  - ``"first"``: for every user active in window ``w`` who has events before it, the user's
+    first event in the window is the target and their events before the window the history: the
+    *next event after the training data*, nothing in the history that no model has seen.
+  - ``"all"``: every event in window ``w`` is a target, its history everything the user did
+    before it, earlier events of the same window included (as input only: no model trains on
+    them, as a deployed model keeps serving while the window's events arrive). Only an event
+    with no history at all is skipped. On data where few users span two windows (MovieLens:
+    9-28 "first" cases per window, ~12,000 "all" cases) this is the set with enough cases to
+    tell models apart.
+
+  The validation cases are the same construction on the period just before window ``w``: the
+  previous window, or for the first window the tail of the base period holding as many events
+  as window 1.
 
 Every :class:`Split` carries two training sets: ``train`` (nothing from the validation period or
 later, what a model early-stopped on ``validation`` is fitted on) and ``train_full`` (everything
@@ -38,6 +47,7 @@ from recloop.data import EvalCases, build_sequences, sort_events, split_windows
 logger = logging.getLogger(__name__)
 
 PROTOCOLS = ("loo", "temporal")
+TEMPORAL_TARGETS = ("first", "all")  # which window events are test targets (module docstring)
 LOO_MIN_EVENTS = 3  # fewer events per user: training data only (see the module docstring)
 
 
@@ -114,6 +124,31 @@ def _first_event_cases(before: pd.DataFrame, window: pd.DataFrame) -> EvalCases:
     return _cases(build_sequences(before), firsts)
 
 
+def _all_event_cases(before: pd.DataFrame, window: pd.DataFrame) -> EvalCases:
+    """Every event in ``window`` as a target, the user's events before it (in ``before`` and
+    earlier in ``window``) as history. Events without any history are skipped; cases are ordered
+    by user id, then time."""
+    running = build_sequences(before)
+    chosen: list[tuple[str, int, list[str], str]] = []
+    ordered = sort_events(window)
+    for index, (user, item) in enumerate(zip(ordered["user_id"], ordered["item_id"], strict=True)):
+        history = running.setdefault(user, [])
+        if history:
+            chosen.append((user, index, list(history), item))
+        history.append(item)
+    chosen.sort(key=lambda case: (case[0], case[1]))
+    return EvalCases(
+        [case[0] for case in chosen], [case[2] for case in chosen], [case[3] for case in chosen]
+    )
+
+
+def _window_cases(before: pd.DataFrame, window: pd.DataFrame, targets: str) -> EvalCases:
+    """The test cases of ``window`` after ``before`` (``targets``: "first" or "all")."""
+    if targets == "all":
+        return _all_event_cases(before, window)
+    return _first_event_cases(before, window)
+
+
 def _tail(period: pd.DataFrame, n_events: int) -> tuple[pd.DataFrame, pd.DataFrame] | None:
     """Cut ``period`` into (head, tail) with about ``n_events`` in the tail, on a timestamp
     boundary; None when no such cut leaves both parts non-empty."""
@@ -127,16 +162,24 @@ def _tail(period: pd.DataFrame, n_events: int) -> tuple[pd.DataFrame, pd.DataFra
     return head, tail
 
 
-def temporal_split(interactions: pd.DataFrame, windows: int, base_fraction: float) -> list[Split]:
+def temporal_split(
+    interactions: pd.DataFrame, windows: int, base_fraction: float, targets: str = "first"
+) -> list[Split]:
     """Cut by time into a base period and ``windows`` evaluation windows; one Split per window.
 
-    For window ``w`` (1-based): ``train_full`` is every event before it; ``test`` is, for each
-    user active in the window with earlier events, their first event in the window (history: their
-    events before the window). ``validation`` is the same construction on the period before
-    window ``w`` (window ``w - 1``, or for ``w = 1`` the base period's tail with as many events as
-    window 1; empty when the base cannot be cut there), and ``train`` every event before that
-    period. Cases are ordered by user id.
+    For window ``w`` (1-based): ``train_full`` is every event before it; ``test`` is, with
+    ``targets="first"``, for each user active in the window with earlier events, their first event
+    in the window (history: their events before the window); with ``targets="all"`` every window
+    event that has a history (history: everything before it, earlier window events included).
+    ``validation`` is the same construction on the period before window ``w`` (window ``w - 1``,
+    or for ``w = 1`` the base period's tail with as many events as window 1; empty when the base
+    cannot be cut there), and ``train`` every event before that period. Cases are ordered by user
+    id (then time).
     """
+    if targets not in TEMPORAL_TARGETS:
+        raise ValueError(
+            f"unknown temporal targets {targets!r} (use one of: {', '.join(TEMPORAL_TARGETS)})"
+        )
     if windows < 1:
         raise ValueError(f"temporal protocol needs at least 1 evaluation window, got {windows}")
     if not 0.0 < base_fraction < 1.0:
@@ -145,10 +188,10 @@ def temporal_split(interactions: pd.DataFrame, windows: int, base_fraction: floa
     splits = []
     for w in range(1, windows + 1):
         train_full = pd.concat(parts[:w], ignore_index=True)
-        test = _first_event_cases(train_full, parts[w])
+        test = _window_cases(train_full, parts[w], targets)
         if w > 1:
             train = pd.concat(parts[: w - 1], ignore_index=True)
-            validation = _first_event_cases(train, parts[w - 1])
+            validation = _window_cases(train, parts[w - 1], targets)
         else:
             cut = _tail(parts[0], len(parts[1]))
             if cut is None:
@@ -156,13 +199,13 @@ def temporal_split(interactions: pd.DataFrame, windows: int, base_fraction: floa
                 train, validation = train_full, EvalCases([], [], [])
             else:
                 train = cut[0]
-                validation = _first_event_cases(train, cut[1])
+                validation = _window_cases(train, cut[1], targets)
         split = Split(
             train=train,
             validation=validation,
             test=test,
             train_full=train_full,
-            name=f"temporal-{w}of{windows}",
+            name=f"temporal-{w}of{windows}" + ("" if targets == "first" else f"-{targets}"),
         )
         logger.info(
             "%s: window of %d events from t=%d, %d test cases, %d training events",
@@ -181,11 +224,12 @@ def make_splits(
     protocol: str,
     windows: int = 3,
     base_fraction: float = 0.5,
+    targets: str = "first",
 ) -> list[Split]:
-    """The splits of ``protocol``: one for ``loo`` (``windows`` and ``base_fraction`` unused),
-    ``windows`` for ``temporal``."""
+    """The splits of ``protocol``: one for ``loo`` (``windows``, ``base_fraction`` and
+    ``targets`` unused), ``windows`` for ``temporal``."""
     if protocol == "loo":
         return [loo_split(interactions)]
     if protocol == "temporal":
-        return temporal_split(interactions, windows, base_fraction)
+        return temporal_split(interactions, windows, base_fraction, targets)
     raise ValueError(f"unknown protocol {protocol!r} (use one of: {', '.join(PROTOCOLS)})")

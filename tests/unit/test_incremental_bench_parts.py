@@ -95,7 +95,7 @@ def _timeline_dataset() -> Dataset:
 
 
 def test_timeline_windows_catalogue_and_cases() -> None:
-    timeline = build_timeline(_timeline_dataset(), updates=1, base_fraction=0.5)
+    timeline = build_timeline(_timeline_dataset(), updates=1, base_fraction=0.5, targets="first")
     assert [len(p) for p in timeline.parts] == [8, 4, 4]
     # Items arrive with the first window naming them (never-used f with the base), table order.
     assert timeline.catalogue(0) == ["f", "c", "b", "a"]
@@ -125,6 +125,22 @@ def test_timeline_windows_catalogue_and_cases() -> None:
         ("u3", "b"),
         ("u4", "a"),
     ]
+
+
+def test_timeline_all_targets_add_later_window_events() -> None:
+    timeline = build_timeline(_timeline_dataset(), updates=1, base_fraction=0.5)  # "all"
+    # Every user has one event in the next window: the same cases as "first".
+    assert timeline.next_cases(1).targets == ["e", "e", "c", "b"]
+    # u1 has two events in the learned window (t 9 and 12): the second is a case too, with the
+    # first in its history.
+    learned = timeline.update_cases(1)
+    assert list(zip(learned.user_ids, learned.targets, strict=True)) == [
+        ("u1", "d"),
+        ("u1", "c"),
+        ("u2", "a"),
+        ("u3", "d"),
+    ]
+    assert learned.histories[1] == ["a", "b", "d"]
 
 
 def test_timeline_needs_an_update() -> None:

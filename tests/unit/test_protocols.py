@@ -143,6 +143,36 @@ def test_temporal_tests_each_window_on_the_next_event_after_the_training_data() 
     assert as_tuples(second.validation) == as_tuples(first.test)
 
 
+def test_temporal_all_targets_score_every_window_event_with_the_model_frozen() -> None:
+    df = frame(TEMPORAL_ROWS).sample(frac=1.0, random_state=0)
+    first, second = temporal_split(df, windows=2, base_fraction=0.5, targets="all")
+    assert [first.name, second.name] == ["temporal-1of2-all", "temporal-2of2-all"]
+    # Training data is the same as with "first" targets: only the case sets differ.
+    plain = temporal_split(df, windows=2, base_fraction=0.5)
+    assert events(first.train_full) == events(plain[0].train_full)
+    assert events(second.train) == events(plain[1].train)
+    # Window 1: u1's second window event (i5) is a target too, with i4 (same window) in its
+    # history; u4's only event has no history and is skipped.
+    assert as_tuples(first.test) == [
+        ("u1", ["i1", "i2", "i3"], "i4"),
+        ("u1", ["i1", "i2", "i3", "i4"], "i5"),
+        ("u2", ["i2", "i3"], "i4"),
+    ]
+    # Validation on the base's tail (t3..6) after t1..2: u3's first event has no history.
+    assert as_tuples(first.validation) == [
+        ("u1", ["i1"], "i2"),
+        ("u1", ["i1", "i2"], "i3"),
+        ("u2", ["i2"], "i3"),
+    ]
+    assert as_tuples(second.test) == [
+        ("u1", ["i1", "i2", "i3", "i4", "i5"], "i6"),
+        ("u2", ["i2", "i3", "i4"], "i5"),
+    ]
+    assert as_tuples(second.validation) == as_tuples(first.test)
+    with pytest.raises(ValueError, match="temporal targets"):
+        temporal_split(df, windows=2, base_fraction=0.5, targets="last")
+
+
 def test_temporal_first_window_without_room_to_validate() -> None:
     # The base (t=1, one timestamp) cannot be cut: no validation cases, train = train_full.
     df = frame([("u1", "i1", 1), ("u2", "i2", 1), ("u1", "i3", 2), ("u2", "i1", 3)])
