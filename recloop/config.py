@@ -91,6 +91,10 @@ class TrainConfig:
     # Earlier events (drawn with the seed from the whole history) trained on again beside the
     # new events in an incremental update, so it does not forget what it knew.
     replay_size: int = 2000
+    # Replayed events taken from one chunk of history beyond the update's own chunks (0 = all of
+    # the chunk's): each such chunk is one more sequence to encode per step, so scattering the
+    # replay one event per chunk made MovieLens updates encode ~2000 extra 200-item chunks.
+    replay_per_chunk: int = 32
     max_minutes: float = 9.0  # hard wall-clock cap on one training
     device: str = "cpu"  # torch device to train on ("cuda" when one is there); scoring is on CPU
 

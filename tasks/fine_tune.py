@@ -109,6 +109,7 @@ def sample_replay(
     size: int,
     rng: np.random.Generator,
     max_seq_len: int | None = None,
+    per_chunk: int = 0,
 ) -> tuple[dict[str, np.ndarray], int]:
     """Target masks for an incremental update: every new event plus ``size`` earlier events.
 
@@ -116,13 +117,18 @@ def sample_replay(
     Earlier events are drawn first from the stretch of history the update encodes anyway: the
     last ``max_seq_len`` positions of the users with new events (the chunk
     :func:`training_examples` makes around them), where a replayed target costs one more row of
-    the softmax and no extra sequence to encode. Only when those are fewer than ``size`` does the
-    rest come from every other earlier event. Draws are uniform without replacement within each
-    tier, with ``rng``, so the same seed replays the same events. Returns one boolean mask per
-    user with at least one target, and the number of replayed events.
+    the softmax and no extra sequence to encode; uniformly, without replacement. Only when those
+    are fewer than ``size`` does the rest come from every other earlier event, by chunk: the
+    chunks :func:`training_examples` would cut (a whole sequence without ``max_seq_len``) are
+    visited in a seeded random order and each gives up to ``per_chunk`` of its earlier events
+    (0 = all of them), drawn uniformly. Every such chunk is one more sequence to encode, so
+    drawing far events one by one would encode up to ``size`` chunks for ``size`` targets.
+    Returns one boolean mask per user with at least one target, and the number of replayed events.
     """
     masks: dict[str, np.ndarray] = {}
-    tiers: list[tuple[list[str], list[np.ndarray]]] = [([], []), ([], [])]  # near, far
+    near_owners: list[str] = []
+    near_positions: list[np.ndarray] = []
+    far_chunks: list[tuple[str, np.ndarray]] = []
     for user in sorted(sequences):
         n = len(sequences[user])
         flags = np.asarray(new_flags.get(user, np.zeros(n, dtype=bool)), dtype=bool)[:n]
@@ -132,17 +138,29 @@ def sample_replay(
         earlier = np.flatnonzero(~flags)
         earlier = earlier[earlier >= 1]
         near_from = n - max_seq_len if (max_seq_len and mask.any()) else n + 1
-        for tier, chosen in ((0, earlier[earlier >= near_from]), (1, earlier[earlier < near_from])):
-            tiers[tier][0].extend([user] * len(chosen))
-            tiers[tier][1].append(chosen)
+        near = earlier[earlier >= near_from]
+        near_owners.extend([user] * len(near))
+        near_positions.append(near)
+        far = earlier[earlier < near_from]
+        if len(far):
+            # training_examples' chunk of target position p: (n - 1 - p) // max_seq_len
+            chunk_of = (n - 1 - far) // (max_seq_len or n)
+            far_chunks += [(user, far[chunk_of == c]) for c in np.unique(chunk_of)]
     replayed = 0
-    for owners, chunks in tiers:
-        positions = np.concatenate(chunks) if chunks else np.array([], dtype=int)
-        take = min(size - replayed, len(positions))
-        if take > 0:
-            for i in np.sort(rng.choice(len(positions), size=take, replace=False)):
-                masks[owners[i]][positions[i]] = True
-            replayed += take
+    positions = np.concatenate(near_positions) if near_positions else np.array([], dtype=int)
+    take = min(size, len(positions))
+    if take > 0:
+        for i in np.sort(rng.choice(len(positions), size=take, replace=False)):
+            masks[near_owners[i]][positions[i]] = True
+        replayed = take
+    for index in rng.permutation(len(far_chunks)) if replayed < size else []:
+        user, chunk = far_chunks[index]
+        take = min(size - replayed, len(chunk), per_chunk or len(chunk))
+        chosen = chunk if take == len(chunk) else rng.choice(chunk, size=take, replace=False)
+        masks[user][chosen] = True
+        replayed += take
+        if replayed >= size:
+            break
     return {user: mask for user, mask in masks.items() if mask.any()}, replayed
 
 
@@ -299,7 +317,12 @@ def fit_recommender(
         if warm:
             train_seqs = {u: train_seq(u) for u in users}
             masks, n_replay = sample_replay(
-                train_seqs, new_flags, train_cfg.replay_size, rng, config.model.max_seq_len
+                train_seqs,
+                new_flags,
+                train_cfg.replay_size,
+                rng,
+                config.model.max_seq_len,
+                train_cfg.replay_per_chunk,
             )
             chosen = sorted(masks)
             n_targets = sum(int(m.sum()) for m in masks.values())

@@ -93,3 +93,21 @@ def test_replay_draws_first_from_the_history_the_update_encodes_anyway() -> None
     masks, replayed = sample_replay(sequences, flags, 2, np.random.default_rng(0), max_seq_len=3)
     assert replayed == 2 and masks["u1"][2]
     assert masks["u1"][1] + (masks["u2"].sum() if "u2" in masks else 0) == 1
+
+
+def test_far_replay_is_taken_by_chunk_so_few_extra_sequences_are_encoded() -> None:
+    # 20 users with 12 earlier events each and no new event: everything is "far". With
+    # max_seq_len 4 each user's targets (positions 1..11) fall in chunks of 4, 4 and 3 positions.
+    sequences = {f"u{k:02d}": list(range(1, 13)) for k in range(20)}
+    flags = {user: np.zeros(12, dtype=bool) for user in sequences}
+    masks, replayed = sample_replay(
+        sequences, flags, 6, np.random.default_rng(0), max_seq_len=4, per_chunk=3
+    )
+    assert replayed == 6
+    x, y = training_examples([sequences[u] for u in masks], 4, list(masks.values()))
+    assert len(x) == 2  # 6 targets from 2 chunks of 3, not from up to 6 chunks
+    assert int((y != PAD).sum()) == 6
+    # per_chunk 0 takes whole chunks: 6 targets from 2 chunks (4 + 2, or 3 + 3, ...).
+    masks, replayed = sample_replay(sequences, flags, 6, np.random.default_rng(0), max_seq_len=4)
+    x, _ = training_examples([sequences[u] for u in masks], 4, list(masks.values()))
+    assert replayed == 6 and len(x) == 2
