@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import shutil
 import tempfile
@@ -37,8 +36,10 @@ from models.encoder import TextEmbedder, base_encoder_path, pretrain_mlm
 from recloop.baselines import ItemTransitions, Popularity
 from recloop.config import Config, load_config
 from recloop.data import EvalCases, read_dataset
+from recloop.paths import get_home
 from recloop.protocols import Split, loo_split
 from recloop.reporting import machine_description as _machine
+from recloop.reporting import plot_bars, write_report
 from tasks.clean_text import clean_catalogue
 from tasks.evaluate import evaluate_scorer
 from tasks.fine_tune import catalogue_texts, fit_recommender
@@ -243,9 +244,13 @@ def run_quality(
     variants: tuple[str, ...] = tuple(VARIANTS),
     cache_dir: Path | None = None,
     encoder_dir: Path | None = None,
+    log_mlflow: bool = False,
+    home: Path | None = None,
 ) -> dict[str, Any]:
-    """Benchmark every canonical dataset folder in ``datasets``; write ``quality.md`` and
-    ``quality.json`` under ``out_dir`` and return the JSON figures. Each dataset's MLM-pretrained
+    """Benchmark every canonical dataset folder in ``datasets``; write ``quality.md``,
+    ``quality.json`` and the plots ``quality-ndcg.png`` / ``quality-seconds.png`` under
+    ``out_dir``, log them to MLflow when ``log_mlflow`` (experiment ``recloop-benchmarks`` of
+    ``home``), and return the JSON figures. Each dataset's MLM-pretrained
     encoder goes to ``encoder_dir/<name>`` (a temporary folder when None)."""
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:
@@ -285,9 +290,66 @@ def run_quality(
             "rows": rows,
             "targets": _targets(rows),
         }
-    (out_dir / "quality.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    (out_dir / "quality.md").write_text(to_markdown(results), encoding="utf-8")
+    paths = write_outputs(results, out_dir)
+    results["files"] = [str(path) for path in paths]
+    if log_mlflow:
+        results["mlflow_run_id"] = _log_mlflow(results, paths, config, home)
     return results
+
+
+def write_outputs(results: dict[str, Any], out_dir: Path) -> list[Path]:
+    """The plots, then ``quality.md`` (which shows them) and ``quality.json``."""
+    names = list(results["datasets"])
+    rows = [results["datasets"][name]["rows"] for name in names]
+    models = [m for m in (*VARIANTS, *BASELINE_NAMES) if any(m in r for r in rows)]
+    ndcg_png = plot_bars(
+        out_dir / "quality-ndcg.png",
+        names,
+        {m: [r[m]["test"]["ndcg_at_10"] if m in r else None for r in rows] for m in models},
+        "Leave-one-out test NDCG@10, full ranking",
+        "NDCG@10",
+    )
+    trained = [m for m in VARIANTS if m in models]
+    seconds_png = plot_bars(
+        out_dir / "quality-seconds.png",
+        names,
+        {m: [r[m]["train_seconds"] if m in r else None for r in rows] for m in trained},
+        "Training wall time (early-stopped run)",
+        "seconds",
+    )
+    md, js = write_report(out_dir, "quality", to_markdown(results), results)
+    return [md, js, ndcg_png, seconds_png]
+
+
+def _log_mlflow(
+    results: dict[str, Any], paths: list[Path], config: Config, home: Path | None
+) -> str:
+    """Log the benchmark as one run of the home's ``recloop-benchmarks`` experiment."""
+    from recloop import registry
+
+    metrics: dict[str, float | None] = {}
+    for name, entry in results["datasets"].items():
+        for variant, row in entry["rows"].items():
+            model = variant.replace("+", "_")  # MLflow metric names may not hold "+"
+            for key in ("ndcg_at_10", "recall_at_10", "ndcg_at_20", "recall_at_20"):
+                metrics[f"{name}/{model}/{key}"] = row["test"].get(key)
+            if "train_seconds" in row:
+                metrics[f"{name}/{model}/train_seconds"] = row["train_seconds"]
+        ratio = entry["targets"].get("ratio_to_best_baseline")
+        metrics[f"{name}/ratio_to_best_baseline"] = ratio
+        if entry.get("mlm"):
+            metrics[f"{name}/mlm_perplexity_before"] = entry["mlm"]["perplexity_before"]
+            metrics[f"{name}/mlm_perplexity_after"] = entry["mlm"]["perplexity_after"]
+    params = {"benchmark": "quality", "protocol": "loo", "datasets": ",".join(results["datasets"])}
+    return registry.log_benchmark(
+        "quality",
+        params,
+        metrics,
+        paths,
+        config,
+        get_home(home),
+        tags={"benchmark": "quality", "machine": results["machine"]},
+    )
 
 
 def _mlm_summary(report: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -338,6 +400,9 @@ def to_markdown(results: dict[str, Any]) -> str:
         "text+id and text embed items with the text encoder MLM-pretrained on the dataset's "
         "cleaned catalogue text; text+id-no-mlm (the ablation) with the shipped base encoder. "
         f"Seed {results['seed']}; machine: {results['machine']}.",
+        "",
+        "![test NDCG@10 per dataset](quality-ndcg.png)",
+        "![training seconds per dataset](quality-seconds.png)",
         "",
     ]
     for name, entry in results["datasets"].items():
@@ -444,6 +509,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, default=Path("reports"))
     parser.add_argument("--work", type=Path, default=Path("reports/tmp/quality"))
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--home", type=Path, default=None, help="RECLOOP_HOME for MLflow")
+    parser.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     config = load_config(args.config)
@@ -459,6 +526,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         variants=tuple(v for v in args.variants.split(",") if v),
         cache_dir=args.work / "embeddings",
         encoder_dir=args.work / "encoders",
+        log_mlflow=not args.no_mlflow,
+        home=args.home,
     )
     logger.info("quality benchmark done in %.0fs", time.perf_counter() - started)
     return results

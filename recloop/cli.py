@@ -459,11 +459,15 @@ def bench_quality_command(
         ),
     ] = "text+id,id,text,text+id-no-mlm",
     out: Annotated[Path, typer.Option("--out", help="Report folder.")] = Path("reports"),
+    no_mlflow: Annotated[
+        bool, typer.Option("--no-mlflow", help="Do not log the benchmark to MLflow.")
+    ] = False,
+    home: HomeOption = None,
     config: ConfigOption = None,
 ) -> dict[str, Any]:
     """Leave-one-out quality (text+ID, ID-only, text-only, no-MLM) beside the baselines.
 
-    Writes reports/quality.md and reports/quality.json.
+    Writes reports/quality.md, quality.json and plots; logs an MLflow run.
     """
     from recloop.bench_quality import main as bench_quality
 
@@ -472,8 +476,12 @@ def bench_quality_command(
         argv += ["--data", item]
     if config is not None:
         argv += ["--config", str(config)]
+    if home is not None:
+        argv += ["--home", str(home)]
+    if no_mlflow:
+        argv.append("--no-mlflow")
     results = bench_quality(argv)
-    typer.echo(f"wrote {out / 'quality.md'} and {out / 'quality.json'}")
+    typer.echo("wrote " + ", ".join(results["files"]))
     return results
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mlflow.tracking import MlflowClient
 
 from models import encoder
 from recloop import bench_quality
@@ -28,7 +29,10 @@ TINY_ENCODER = {
 }
 
 
-def test_quality_report_has_baselines_variants_and_targets(tmp_path: Path) -> None:
+def test_quality_report_has_baselines_variants_and_targets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # log to this test's home
     data = write_dataset(simulate(seed=11, n_users=80, n_items=90), tmp_path / "demo")
     config = load_config(
         overrides={
@@ -44,6 +48,8 @@ def test_quality_report_has_baselines_variants_and_targets(tmp_path: Path) -> No
         variants=("text+id", "id", "text+id-no-mlm"),
         cache_dir=tmp_path / "cache",
         encoder_dir=tmp_path / "encoders",
+        log_mlflow=True,
+        home=tmp_path / "home",
     )
     entry = results["datasets"]["demo"]
     rows = entry["rows"]
@@ -79,6 +85,16 @@ def test_quality_report_has_baselines_variants_and_targets(tmp_path: Path) -> No
     saved = json.loads((tmp_path / "out" / "quality.json").read_text())
     assert saved["protocol"] == "loo"
     assert saved["datasets"]["demo"]["mlm"]["perplexity_after"] == mlm["perplexity_after"]
+    assert "![test NDCG@10 per dataset](quality-ndcg.png)" in report
+    assert all(Path(f).exists() for f in results["files"])
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("recloop-benchmarks").experiment_id])
+    assert run.info.run_id == results["mlflow_run_id"] and run.info.run_name == "quality"
+    assert run.data.metrics["demo/text_id/ndcg_at_10"] == pytest.approx(model)
+    assert run.data.metrics["demo/mlm_perplexity_after"] == pytest.approx(mlm["perplexity_after"])
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert artifacts == {"quality.md", "quality.json", "quality-ndcg.png", "quality-seconds.png"}
 
 
 def test_mlm_runs_only_when_a_selected_variant_needs_it(
