@@ -1,7 +1,8 @@
 """The stages both flows share: clean → pretrain → fine-tune → evaluate → promote.
 
 A plain function that calls tasks, so it runs inside whichever flow calls it (``feedback-loop`` or
-``full-retrain``) and its task runs appear under that flow run.
+``full-retrain``) and its task runs appear under that flow run. It ends by publishing the cycle's
+Markdown artifact (key ``recloop-cycle``) on that flow run.
 """
 
 from __future__ import annotations
@@ -9,15 +10,20 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import get_run_logger
+from prefect.artifacts import create_markdown_artifact
 
 from recloop.config import Config
 from recloop.paths import Home
+from recloop.reporting import cycle_markdown
 from tasks.clean_text import clean_text_task
 from tasks.evaluate import evaluate_task
 from tasks.fine_tune import fine_tune_task
 from tasks.prepare import CycleData
 from tasks.pretrain import pretrain_task
 from tasks.promote import promote_task
+
+# One key for both flows: the Prefect UI's Artifacts page shows its latest version and history.
+ARTIFACT_KEY = "recloop-cycle"
 
 
 def train_evaluate_promote(
@@ -100,8 +106,9 @@ def train_evaluate_promote(
         "promoted to champion" if promotion.promoted else "not promoted",
         promotion.decision.reason,
     )
-    return {
+    summary = {
         "status": "promoted" if promotion.promoted else "kept-champion",
+        "training": training,
         "batches": data.pending,
         "version": promotion.version,
         "champion_before": promotion.champion_version_before,
@@ -109,4 +116,21 @@ def train_evaluate_promote(
         "reason": promotion.decision.reason,
         "metrics": report.to_dict(),
         "data": data.summary(),
+        "mlflow": {
+            "run_id": promotion.run_id,
+            "run_url": promotion.run_url,
+            "tracking_uri": promotion.tracking_uri,
+            "experiment_id": promotion.experiment_id,
+            "model_name": config.registry.model_name,
+        },
     }
+    try:
+        create_markdown_artifact(
+            key=ARTIFACT_KEY,
+            markdown=cycle_markdown(summary, config.gate.metric),
+            description=f"{training}: version {promotion.version} "
+            f"{'promoted' if promotion.promoted else 'not promoted'}",
+        )
+    except Exception as error:  # the version is registered and gated; a report must not undo it
+        log.warning("could not publish the %s artifact: %s", ARTIFACT_KEY, error)
+    return summary

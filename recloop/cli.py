@@ -140,24 +140,33 @@ def run_command(
 ) -> list[dict[str, Any]]:
     """The main job: replay a dataset as arriving batches through the feedback-loop flow."""
     from flows.feedback_loop import feedback_loop
+    from recloop.progress import step_progress
     from recloop.replay import stage_windows
 
     rows = []
-    for window, (interactions_file, items_file) in enumerate(
-        stage_windows(data, windows, home, config), start=1
-    ):
-        summary = feedback_loop(
-            batch_files=[str(interactions_file)],
-            items_files=[str(items_file)],
-            home=str(home) if home else None,
-            config_path=str(config) if config else None,
-        )
-        summary["window"] = window
-        for landed in summary.get("landed", []):
-            if landed["status"] != "archived":
-                typer.echo(f"window {window}: {landed['message']}", err=True)
-        rows.append(summary)
-        typer.echo(format_cycle_table(rows[-1:]).splitlines()[-1])
+    staged = stage_windows(data, windows, home, config)
+    # A bar on stderr at a terminal only: piped and test output stay plain table lines.
+    with step_progress(len(staged), "window") as progress:
+        say = progress.echo if progress else typer.echo
+        for window, (interactions_file, items_file) in enumerate(staged, start=1):
+            if progress:
+                progress.start(window, "validate, train, evaluate, gate")
+            summary = feedback_loop(
+                batch_files=[str(interactions_file)],
+                items_files=[str(items_file)],
+                home=str(home) if home else None,
+                config_path=str(config) if config else None,
+            )
+            summary["window"] = window
+            for landed in summary.get("landed", []):
+                if landed["status"] != "archived":
+                    say(f"window {window}: {landed['message']}", err=True)
+            rows.append(summary)
+            say(format_cycle_table(rows[-1:]).splitlines()[-1])
+            if progress:
+                progress.finish(
+                    window, f"version {summary.get('version') or '-'} {summary.get('status', '')}"
+                )
     typer.echo("")
     typer.echo(format_cycle_table(rows))
     return rows
@@ -254,6 +263,37 @@ def recommend_command(
     for rank, (item, score) in enumerate(zip(row["item_ids"], row["scores"], strict=True), 1):
         typer.echo(f"{rank:>3}. {item:<14} {score:8.4f}  {titles.get(item, '')}")
     return {"user_id": user_id, "item_ids": list(row["item_ids"]), "scores": list(row["scores"])}
+
+
+@app.command("rollback")
+@_one_line_errors
+def rollback_command(
+    version: Annotated[str, typer.Argument(help="The registered version to make champion again.")],
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why (recorded as tags on both versions).")
+    ] = "",
+    home: HomeOption = None,
+    config: ConfigOption = None,
+) -> dict[str, Any]:
+    """Move the champion alias back to VERSION, tagging it and the demoted version with why/when."""
+    from recloop import registry
+    from recloop.config import load_config
+    from recloop.paths import get_home
+
+    recloop_home = get_home(home)
+    cfg = load_config(config)
+    if not os.environ.get("MLFLOW_TRACKING_URI") and not recloop_home.mlflow_db.exists():
+        raise LookupError(f"no model registry at {recloop_home.mlflow_db}: nothing to roll back")
+    reg = registry.configure(recloop_home, cfg)
+    result = reg.rollback(version, reason)
+    if not result["changed"]:
+        typer.echo(f"{reg.name}@champion is already version {result['version']}: nothing changed")
+    else:
+        typer.echo(
+            f"{reg.name}@champion: version {result['previous'] or '-'} -> {result['version']} "
+            f"({result['at']})"
+        )
+    return result
 
 
 @app.command("retrain")

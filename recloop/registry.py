@@ -5,8 +5,10 @@ in the ``recloop`` experiment (params = the resolved config, metrics = candidate
 baselines on the same evaluation cases, the evaluation report as artifacts, a pyfunc model carrying
 the checkpoint) and one registered version of ``recloop`` with tags ``gate``, ``reason``,
 ``metrics``, ``parent_version``, ``batch_ids``, ``data_fingerprint``. Alias ``challenger`` is the
-latest candidate, alias ``champion`` the promoted one. Nothing happens at import time; call
-:func:`configure` first.
+latest candidate, alias ``champion`` the promoted one (or the one a rollback chose). Each candidate
+run also carries a plot of the gate's metric across the registered versions, and may carry a
+``candidate_key`` tag naming the promotion attempt, so that a retried attempt reuses its version.
+Nothing happens at import time; call :func:`configure` first.
 """
 
 from __future__ import annotations
@@ -47,6 +49,10 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 MODEL_ARTIFACT = "model"  # name of the pyfunc model inside a run
 CHECKPOINT_NAME = "recommender.pt"
+# Run tag naming one promotion attempt: a retried attempt finds the version it already registered.
+CANDIDATE_KEY = "candidate_key"
+# Models drawn beside the candidate in the per-version plot (run metrics ``<model>_<metric>``).
+BASELINES = ("popularity", "recent_popularity", "transitions")
 # The model-from-code file logged with every candidate (see Registry.log_candidate).
 MODEL_SCRIPT = """\
 import mlflow.models
@@ -94,6 +100,8 @@ class LoggedCandidate:
     version: str
     run_id: str
     model_uri: str  # models:/<name>/<version>
+    experiment_id: str = ""
+    reused: bool = False  # an earlier attempt with the same key had registered it already
 
 
 class Registry:
@@ -162,6 +170,57 @@ class Registry:
         logger.info("loaded champion %s version %s", self.name, version)
         return recommender, self.version_info(version)
 
+    def find_candidate(self, key: str) -> LoggedCandidate | None:
+        """The version an earlier attempt tagged ``candidate_key=key`` registered, or None.
+
+        A run that died before its model was registered has no version and is skipped.
+        """
+        runs = self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.{CANDIDATE_KEY} = '{key}'"
+        )
+        for run in runs:
+            found = self.client.search_model_versions(
+                f"name='{self.name}' and run_id='{run.info.run_id}'"
+            )
+            if found:
+                version = str(min(int(mv.version) for mv in found))
+                return LoggedCandidate(
+                    version,
+                    run.info.run_id,
+                    f"models:/{self.name}/{version}",
+                    self.experiment_id,
+                    reused=True,
+                )
+        return None
+
+    def version_history(self, metric: str, last: int = 50) -> list[dict[str, Any]]:
+        """Per registered version (oldest first, at most ``last``): the candidate's ``metric`` and
+        the champion's and baselines' on the same evaluation cases, from the version's run, and
+        whether the version passed the gate."""
+        try:
+            found = self.client.search_model_versions(f"name='{self.name}'")
+        except MlflowException:
+            return []
+        history = []
+        for mv in sorted(found, key=lambda mv: int(mv.version))[-last:]:
+            try:
+                metrics = self.client.get_run(mv.run_id).data.metrics if mv.run_id else {}
+            except MlflowException:  # a run deleted by hand: the version keeps a gap
+                metrics = {}
+            row: dict[str, Any] = {
+                "version": str(mv.version),
+                "gate": dict(mv.tags).get("gate", ""),
+                "candidate": metrics.get(metric),
+                CHAMPION: metrics.get(f"{CHAMPION}_{metric}"),
+            }
+            row |= {name: metrics.get(f"{name}_{metric}") for name in BASELINES}
+            history.append(row)
+        return history
+
+    def run_url(self, run_id: str) -> str:
+        """The run's page in the MLflow UI (see :func:`run_url`)."""
+        return run_url(self.uri, self.experiment_id, run_id)
+
     # -- writing -----------------------------------------------------------------------------
     def log_candidate(
         self,
@@ -171,24 +230,65 @@ class Registry:
         decision: Decision | None = None,
         extra_metrics: dict[str, float] | None = None,
         artifacts: dict[str, Any] | None = None,
+        key: str | None = None,
     ) -> LoggedCandidate:
         """One run + one registered version for a candidate; moves ``challenger`` onto it.
 
         ``tags`` (e.g. parent_version, batch_ids, data_fingerprint) go on the run and the version;
         ``decision`` adds ``gate`` (passed|failed) and ``reason``; ``artifacts`` maps a name to a
-        JSON-ready value logged as ``<name>.json`` (e.g. the training reports).
+        JSON-ready value logged as ``<name>.json`` (e.g. the training reports). With ``key`` (one
+        promotion attempt, e.g. a Prefect task run id), a version an earlier try with the same key
+        registered is reused, so a retry after a partial failure never registers it twice.
         """
-        tags = {key: _tag(value) for key, value in (tags or {}).items()}
+        tags = {name: _tag(value) for name, value in (tags or {}).items()}
         candidate = report.rows["candidate"]
         version_tags = {**tags, "metrics": _tag(candidate)}
         if decision is not None:
             version_tags["gate"] = "passed" if decision.promote else "failed"
             version_tags["reason"] = decision.reason
+        logged = self.find_candidate(key) if key else None
+        if logged is None:
+            logged = self._log_run(
+                recommender, report, tags, version_tags, extra_metrics, artifacts, key
+            )
+        else:
+            logger.warning(
+                "attempt %s already registered %s version %s (run %s): reusing it",
+                key,
+                self.name,
+                logged.version,
+                logged.run_id,
+            )
+        # Tags and alias are (re)applied on reuse too: the earlier attempt may have died before.
+        for tag, value in version_tags.items():
+            self.client.set_model_version_tag(self.name, logged.version, tag, value)
+        self.client.set_registered_model_alias(self.name, CHALLENGER, logged.version)
+        try:
+            self._log_history_plot(logged.run_id)
+        except Exception as error:  # a missing picture must not block the gate
+            logger.warning("no per-version plot for run %s: %s", logged.run_id, error)
+        logger.info("registered %s version %s (run %s)", self.name, logged.version, logged.run_id)
+        return logged
+
+    def _log_run(
+        self,
+        recommender: Recommender,
+        report: EvaluationReport,
+        tags: dict[str, str],
+        version_tags: dict[str, str],
+        extra_metrics: dict[str, float] | None,
+        artifacts: dict[str, Any] | None,
+        key: str | None,
+    ) -> LoggedCandidate:
+        """Log the candidate's run (params, metrics, report, pyfunc model) and register it."""
+        run_tags = {**tags, **{k: v for k, v in version_tags.items() if k != "metrics"}}
+        if key:
+            run_tags[CANDIDATE_KEY] = key
         with mlflow.start_run(experiment_id=self.experiment_id) as run:
-            mlflow.log_params({key: _tag(value) for key, value in self.config.flat().items()})
+            mlflow.set_tags(run_tags)
+            mlflow.log_params({name: _tag(value) for name, value in self.config.flat().items()})
             metrics = {**report.flat_metrics(), **(extra_metrics or {})}
-            mlflow.log_metrics({key: float(value) for key, value in metrics.items()})
-            mlflow.set_tags({**tags, **{k: v for k, v in version_tags.items() if k != "metrics"}})
+            mlflow.log_metrics({name: float(value) for name, value in metrics.items()})
             mlflow.log_dict(report.to_dict(), "evaluation/report.json")
             mlflow.log_text(report.to_markdown(), "evaluation/report.md")
             for name, value in (artifacts or {}).items():
@@ -213,11 +313,39 @@ class Registry:
                     )
             run_id = run.info.run_id
         version = str(info.registered_model_version)
-        for key, value in version_tags.items():
-            self.client.set_model_version_tag(self.name, version, key, value)
-        self.client.set_registered_model_alias(self.name, CHALLENGER, version)
-        logger.info("registered %s version %s (run %s)", self.name, version, run_id)
-        return LoggedCandidate(version, run_id, f"models:/{self.name}/{version}")
+        uri = f"models:/{self.name}/{version}"
+        return LoggedCandidate(version, run_id, uri, self.experiment_id)
+
+    def _log_history_plot(self, run_id: str) -> None:
+        """Attach ``evaluation/<metric>_by_version.png`` to the run: the gate's metric of every
+        registered version so far, candidate vs champion vs baselines on the same cases."""
+        from recloop.reporting import plot_series  # lazy: matplotlib only when a run is logged
+
+        metric = self.config.gate.metric
+        history = self.version_history(metric)
+        if not history:
+            return
+        # "*" marks versions that passed the gate (each became champion when registered).
+        labels = [f"v{row['version']}{'*' if row['gate'] == 'passed' else ''}" for row in history]
+        models = ["candidate", CHAMPION, *BASELINES]
+        # The champion each candidate was judged against, i.e. the one before it.
+        shown = {CHAMPION: "champion before it"}
+        series = {
+            shown.get(name, name): [row[name] for row in history]
+            for name in models
+            if any(row[name] is not None for row in history)
+        }
+        with tempfile.TemporaryDirectory(prefix="recloop-plot-") as tmp:
+            path = plot_series(
+                Path(tmp) / f"{metric}_by_version.png",
+                labels,
+                series,
+                f"{self.name}: {metric} per registered version (* = passed the gate)",
+                metric,
+                xlabel="registered version (each judged on its own newest events)",
+                dashed=BASELINES,
+            )
+            self.client.log_artifact(run_id, str(path), "evaluation")
 
     def tag_decision(self, version: str, decision: Decision) -> None:
         """Record the gate's verdict on a version (``gate`` passed|failed and ``reason``)."""
@@ -231,6 +359,58 @@ class Registry:
         self.client.set_registered_model_alias(self.name, CHAMPION, str(version))
         self.client.set_model_version_tag(self.name, str(version), "champion_reason", reason)
         logger.info("champion is now %s version %s: %s", self.name, version, reason)
+
+    def rollback(self, version: str, reason: str = "") -> dict[str, Any]:
+        """Move ``champion`` back to an existing ``version`` and record why and when.
+
+        The chosen version gets ``rollback_at``, ``rollback_from`` and ``rollback_reason`` tags
+        (and ``champion_reason``); the version that loses the alias gets ``demoted_at``,
+        ``demoted_to`` and ``demoted_reason``. Raises LookupError when ``version`` is not
+        registered. Rolling back to the current champion changes nothing.
+        """
+        version = str(version).strip()
+        if not version.isdigit():
+            raise LookupError(f"{version!r} is not a version number of model {self.name!r}")
+        try:
+            self.client.get_model_version(self.name, version)
+        except MlflowException as error:
+            if error.error_code not in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}:
+                raise
+            known = [v["version"] for v in self.list_versions()]
+            raise LookupError(
+                f"model {self.name!r} has no version {version} at {self.uri} "
+                f"(registered: {', '.join(known) or 'none'})"
+            ) from error
+        before = self.champion_version()
+        if before == version:
+            return {"version": version, "previous": before, "changed": False}
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        why = reason.strip() or "manual rollback"
+        self.set_champion(version, f"rollback from version {before or '-'} at {when}: {why}")
+        for tag, value in {
+            "rollback_at": when,
+            "rollback_from": before or "",
+            "rollback_reason": why,
+        }.items():
+            self.client.set_model_version_tag(self.name, version, tag, value)
+        if before is not None:
+            for tag, value in {
+                "demoted_at": when,
+                "demoted_to": version,
+                "demoted_reason": why,
+            }.items():
+                self.client.set_model_version_tag(self.name, before, tag, value)
+        logger.warning("rolled back %s champion %s -> %s: %s", self.name, before, version, why)
+        return {"version": version, "previous": before, "changed": True, "at": when}
+
+
+def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
+    """A run's page in the MLflow UI: under the tracking server itself when it is one, else
+    under ``mlflow ui --backend-store-uri <uri>`` at its default address."""
+    page = f"#/experiments/{experiment_id}/runs/{run_id}"
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"{tracking_uri.rstrip('/')}/{page}"
+    return f"http://127.0.0.1:5000/{page}"
 
 
 def _signature(recommender: Recommender) -> Any:

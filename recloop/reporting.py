@@ -164,3 +164,82 @@ def plot_bars(
     if log_scale:
         axes.set_yscale("log")
     return _finish(figure, axes, x_labels, path)
+
+
+def cycle_markdown(summary: dict[str, Any], primary: str = "ndcg_at_10") -> str:
+    """The Prefect artifact of one cycle: candidate vs champion vs baselines, the gate's decision
+    and reason, and where the MLflow run is.
+
+    ``summary`` is what ``flows.cycle.train_evaluate_promote`` returns: ``training``,
+    ``version``, ``promoted``, ``reason``, ``champion_before``, ``batches``, ``metrics`` (an
+    evaluation report's ``to_dict()``), ``data`` and ``mlflow`` (``run_id``, ``run_url``,
+    ``tracking_uri``, ``experiment_id``, ``model_name``). ``primary`` is the gate's metric.
+    """
+    metrics = summary.get("metrics", {})
+    rows: dict[str, dict[str, float]] = metrics.get("rows", {})
+    ks = metrics.get("ks") or [10]
+    names = [f"{m}_at_{k}" for k in ks for m in ("ndcg", "recall")] + ["mrr"]
+    if primary not in names:
+        names.insert(0, primary)
+    base = rows.get("candidate", {}).get(primary)
+
+    def line(label: str, values: dict[str, float]) -> list[str]:
+        cells = [format_number(values.get(name)) for name in names]
+        value = values.get(primary)
+        if label == "candidate" or not base or value is None:
+            relative = ""
+        else:  # how far the candidate is above (+) or below (-) this row on the gate's metric
+            relative = f"{(base - value) / value:+.1%}" if value else "n/a"
+        return [label, *cells, relative, str(int(values.get("n_cases", 0)))]
+
+    primary_label = primary.replace("_at_", "@")
+    header = [
+        "model",
+        *(n.replace("_at_", "@") for n in names),
+        f"candidate vs row ({primary_label})",
+    ]
+    table = [line(model, values) for model, values in rows.items()]
+    table += [
+        line(f"{model} on earlier data", values)
+        for model, values in metrics.get("retention", {}).items()
+    ]
+    version = summary.get("version", "-")
+    promoted = bool(summary.get("promoted"))
+    mlflow_info = summary.get("mlflow", {})
+    model = mlflow_info.get("model_name", "recloop")
+    decision = (
+        f"**promoted**: `{model}@champion` is now version {version}"
+        if promoted
+        else f"**kept champion** (version {summary.get('champion_before') or '-'}); "
+        f"version {version} is `{model}@challenger`"
+    )
+    lines = [
+        f"# recloop {summary.get('training', 'cycle')}: candidate version {version}",
+        "",
+        f"Decision: {decision}",
+        "",
+        f"Reason: {summary.get('reason', '')}",
+        "",
+        *markdown_table([*header, "cases"], table),
+        "",
+        f"All models judged on the same {summary.get('data', {}).get('eval_users', '?')} held-out "
+        "newest events (full ranking, history excluded); the gate's metric is "
+        f"`{primary}`.",
+        "",
+        f"- batches: {', '.join(summary.get('batches', [])) or '-'}",
+        f"- champion before: {summary.get('champion_before') or '-'}",
+    ]
+    if mlflow_info.get("run_id"):
+        lines += [
+            f"- MLflow run: [{mlflow_info['run_id']}]({mlflow_info.get('run_url', '')}) in "
+            f"experiment {mlflow_info.get('experiment_id', '?')} of "
+            f"`{mlflow_info.get('tracking_uri', '')}` (artifacts: `evaluation/report.md`, "
+            f"`evaluation/{primary}_by_version.png`)",
+            f"- model: `models:/{model}/{version}`",
+        ]
+        if not str(mlflow_info.get("tracking_uri", "")).startswith(("http://", "https://")):
+            lines.append(
+                f"- open the link after `mlflow ui --backend-store-uri "
+                f"{mlflow_info.get('tracking_uri', '')}`"
+            )
+    return "\n".join(lines) + "\n"

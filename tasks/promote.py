@@ -35,6 +35,9 @@ class PromotionResult:
     champion_version_before: str | None
     promoted: bool
     run_id: str
+    run_url: str = ""  # the candidate run's page in the MLflow UI
+    tracking_uri: str = ""
+    experiment_id: str = ""
 
     @property
     def champion_version(self) -> str | None:
@@ -51,15 +54,22 @@ def promote_candidate(
     *,
     extra_metrics: dict[str, float] | None = None,
     artifacts: dict[str, Any] | None = None,
+    candidate_key: str | None = None,
 ) -> PromotionResult:
     """Log and register ``recommender`` as a candidate, gate it, and promote it if it passes.
 
     ``tags`` carry provenance (``batch_ids``, ``data_fingerprint``, ``parent_version``; the
     parent defaults to the current champion). ``extra_metrics`` (e.g. ``train_seconds``) are
-    logged on the run next to the report's metrics.
+    logged on the run next to the report's metrics. ``candidate_key`` names this promotion
+    attempt: called again with the same key (a retry after a partial failure), it finishes the
+    version the first call registered instead of registering a second one.
     """
     reg = registry.configure(home, config)
     before = reg.champion_version()
+    earlier = reg.find_candidate(candidate_key) if candidate_key else None
+    if earlier is not None and before == earlier.version:
+        # The earlier attempt got as far as promoting: the champion "before" is its parent.
+        before = reg.version_info(earlier.version)["tags"].get("parent_version") or None
     champion_metrics = report.get(CHAMPION)
     if before is not None and champion_metrics is None:
         # Without the champion's numbers on these cases the gate would compare against nothing.
@@ -83,6 +93,7 @@ def promote_candidate(
         decision=decision,
         extra_metrics=extra_metrics,
         artifacts=artifacts,
+        key=candidate_key,
     )
     if decision.promote:
         reg.set_champion(logged.version, decision.reason)
@@ -93,6 +104,9 @@ def promote_candidate(
         champion_version_before=before,
         promoted=decision.promote,
         run_id=logged.run_id,
+        run_url=reg.run_url(logged.run_id),
+        tracking_uri=reg.uri,
+        experiment_id=reg.experiment_id,
     )
 
 
@@ -107,7 +121,10 @@ def promote_task(
     extra_metrics: dict[str, float] | None = None,
     artifacts: dict[str, Any] | None = None,
 ) -> PromotionResult:
-    """Prefect task: :func:`promote_candidate`."""
+    """Prefect task: :func:`promote_candidate`, keyed by the task run, so that a retry after
+    a partial failure (registered, but the alias or a tag not yet written) reuses the version."""
+    from prefect.runtime import task_run
+
     return promote_candidate(
         recommender,
         report,
@@ -116,4 +133,5 @@ def promote_task(
         tags,
         extra_metrics=extra_metrics,
         artifacts=artifacts,
+        candidate_key=task_run.id,
     )

@@ -24,6 +24,20 @@ def _flow_run_states(name: str) -> list[str]:
     return [run.state.type.value for run in runs if run.state is not None]
 
 
+def _cycle_artifacts() -> list[str]:
+    """The Markdown of every ``recloop-cycle`` artifact, oldest first."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["recloop-cycle"])),
+            sort=ArtifactSort.CREATED_DESC,
+        )
+    return [str(a.data) for a in reversed(found)]
+
+
 def _registry(home: Path):
     import mlflow
     from mlflow import MlflowClient
@@ -69,6 +83,15 @@ def test_feedback_loop_lands_trains_evaluates_and_promotes(
     assert second["version"] == "2"
     v2 = client.get_model_version("recloop", "2")
     assert v2.tags["batch_ids"] == second["landed"][0]["batch_id"]
+    # Visible in the UIs: the flow run's Markdown artifact and the run's report and plot.
+    published = _cycle_artifacts()[-1]
+    assert "candidate version 2" in published and second["reason"] in published
+    assert "| candidate |" in published and "| popularity |" in published
+    experiment = second["mlflow"]["experiment_id"]
+    assert f"#/experiments/{experiment}/runs/{v2.run_id}" in published
+    assert ("| champion |" in published) == ("champion" in second["metrics"]["rows"])
+    run_files = {a.path for a in client.list_artifacts(v2.run_id, "evaluation")}
+    assert {"evaluation/report.md", "evaluation/ndcg_at_10_by_version.png"} <= run_files
     if first["promoted"]:
         # Warm start from the registered champion, judged against it on the same events.
         assert v2.tags["parent_version"] == "1"

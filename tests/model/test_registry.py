@@ -11,46 +11,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
+from registry_helpers import report, tiny_recommender
 
 from models.pyfunc import RecloopModel, parse_history
-from models.sasrec import Recommender, SeqRec
 from recloop import registry
-from recloop.config import Config, RecommenderConfig
+from recloop.config import Config
 from recloop.paths import Home, get_home
-from tasks.evaluate import EvaluationReport
 from tasks.promote import promote_candidate
 
 pytestmark = pytest.mark.model
-
-ITEMS = [f"i{j}" for j in range(12)]
-
-
-def tiny_recommender(seed: int) -> Recommender:
-    """Untrained but real: a 1-layer SeqRec over 12 items with random text vectors."""
-    torch.manual_seed(seed)
-    config = RecommenderConfig(
-        hidden_size=16, num_layers=1, num_heads=2, max_seq_len=8, dropout=0.0
-    )
-    model = SeqRec(config, num_items=len(ITEMS), text_dim=8)
-    with torch.no_grad():
-        model.text_emb[1:] = torch.randn(len(ITEMS), 8)
-    return Recommender(model, ITEMS, popularity=np.arange(len(ITEMS), 0, -1), metadata={"s": seed})
-
-
-def report(candidate: float, champion: float | None, popularity: float) -> EvaluationReport:
-    def row(v: float) -> dict[str, float]:
-        return {"ndcg_at_10": v, "recall_at_10": 2 * v, "mrr": v / 2, "n_cases": 5}
-
-    rows = {"candidate": row(candidate)}
-    if champion is not None:
-        rows["champion"] = row(champion)
-    rows |= {
-        "popularity": row(popularity),
-        "recent_popularity": row(0.01),
-        "transitions": row(0.02),
-    }
-    return EvaluationReport(rows=rows, n_users=5, n_items=len(ITEMS), seed=42, ks=(10,))
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +73,11 @@ def test_register_gate_alias_and_serve_by_alias(env, tmp_path):
     assert run.data.metrics["train_seconds"] == pytest.approx(1.5)
     assert run.data.params["model.hidden_size"] == str(config.model.hidden_size)
     artifacts = {a.path for a in reg.client.list_artifacts(first.run_id, "evaluation")}
-    assert artifacts == {"evaluation/report.json", "evaluation/report.md"}
+    assert artifacts == {
+        "evaluation/report.json",
+        "evaluation/report.md",
+        "evaluation/ndcg_at_10_by_version.png",
+    }
     assert str(home.mlartifacts) in reg.client.get_experiment(reg.experiment_id).artifact_location
 
     # load_champion rebuilds from the registry's artifacts: same scores as the logged model
@@ -167,6 +140,56 @@ def test_set_champion_rolls_back(env):
     assert reg.version_info(a.version)["tags"]["champion_reason"] == "rollback: b misbehaved"
     # configure twice reuses the experiment
     assert registry.configure(home, config).experiment_id == reg.experiment_id
+
+
+def test_a_retried_promotion_reuses_the_version_it_registered(env, tmp_path):
+    """A retry after a partial failure (registered, champion alias not yet moved) must finish
+    that version, not register the same candidate again."""
+    home, config = env
+    config = dataclasses.replace(
+        config, registry=dataclasses.replace(config.registry, model_name="retry")
+    )
+    reg = registry.configure(home, config)
+    # The first attempt got as far as registering, then died before the gate moved champion.
+    partial = reg.log_candidate(
+        tiny_recommender(0), report(0.05, None, 0.02), tags={"batch_ids": "b1"}, key="attempt-1"
+    )
+    assert reg.champion_version() is None
+    retried = promote_candidate(
+        tiny_recommender(0), report(0.05, None, 0.02), config, home,
+        tags={"batch_ids": "b1"}, candidate_key="attempt-1",
+    )  # fmt: skip
+    assert retried.version == partial.version and retried.run_id == partial.run_id
+    assert retried.promoted and reg.champion_version() == partial.version
+    assert reg.version_info(partial.version)["tags"]["gate"] == "passed"
+    # Once more (the promotion went through but the task still failed): same version, and the
+    # champion "before" is still the one before the first attempt.
+    again = promote_candidate(
+        tiny_recommender(0), report(0.05, None, 0.02), config, home,
+        tags={"batch_ids": "b1"}, candidate_key="attempt-1",
+    )  # fmt: skip
+    assert again.version == partial.version and again.champion_version_before is None
+    # Another attempt is another candidate.
+    other = promote_candidate(
+        tiny_recommender(1), report(0.04, 0.05, 0.02), config, home,
+        tags={"batch_ids": "b2"}, candidate_key="attempt-2",
+    )  # fmt: skip
+    assert other.version != partial.version and not other.promoted
+    assert [v["version"] for v in reg.list_versions()] == [partial.version, other.version]
+    assert other.run_url.endswith(f"#/experiments/{reg.experiment_id}/runs/{other.run_id}")
+
+    # The per-version plot of the second run covers both versions, candidate vs champion vs
+    # baselines: the numbers it was drawn from are the runs' metrics.
+    history = reg.version_history("ndcg_at_10")
+    assert [row["version"] for row in history] == [partial.version, other.version]
+    assert [row["gate"] for row in history] == ["passed", "failed"]
+    assert history[0]["candidate"] == pytest.approx(0.05) and history[0]["champion"] is None
+    assert history[1]["champion"] == pytest.approx(0.05)
+    assert history[1]["popularity"] == pytest.approx(0.02)
+    png = reg.client.download_artifacts(
+        other.run_id, "evaluation/ndcg_at_10_by_version.png", str(tmp_path)
+    )
+    assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_pyfunc_accepts_every_history_transport():
