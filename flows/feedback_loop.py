@@ -2,6 +2,12 @@
 
 validate → prepare → clean_text → pretrain → fine_tune → evaluate → promote. The flow only composes
 tasks; every stage is a plain function in ``tasks/`` that is tested on its own.
+
+Concurrency: the cycle runs under the home's training lock (:func:`recloop.orchestration.
+training_lock`), so runs started together (several batches landing at once, a schedule, a manual
+update) train and promote one after another. A run started for one landed batch (``batch_id``)
+gives each pending batch up to that one its own candidate, in landing order (see
+:func:`tasks.prepare.plan_batches`); a run without one learns everything pending at once.
 """
 
 from __future__ import annotations
@@ -14,9 +20,15 @@ from prefect import flow, get_run_logger
 
 from flows.cycle import train_evaluate_promote
 from recloop.config import load_config
+from recloop.orchestration import training_lock
 from recloop.paths import get_home
-from tasks.prepare import load_champion_task, prepare_task
+from tasks.prepare import load_champion_task, plan_task, prepare_task
 from tasks.validate import land_task
+
+
+def _trained(champion: tuple[Any, dict[str, Any]] | None) -> list[str]:
+    """The batches the champion was trained on (its lineage), none before the first version."""
+    return list(champion[0].metadata.get("trained_batches", [])) if champion else []
 
 
 @flow(name="feedback-loop", log_prints=False)
@@ -26,8 +38,9 @@ def feedback_loop(
     home: str | None = None,
     config_path: str | None = None,
     force_pretrain: bool = False,
+    batch_id: str | None = None,
 ) -> dict[str, Any]:
-    """Land the given batches (if any), then learn from every batch landed since the champion.
+    """Land the given batches (if any), then learn from the batches landed since the champion.
 
     Args:
         batch_files: interactions files to validate and land first; None to consume what is
@@ -36,9 +49,14 @@ def feedback_loop(
         home: ``RECLOOP_HOME``; default from the environment.
         config_path: a YAML file overriding the default config.
         force_pretrain: run MLM pretraining even if the catalogue text has barely changed.
+        batch_id: the landed batch this run was triggered for (event ``recloop.batch.landed``).
+            Each pending batch up to it that no candidate of the current champion has been judged
+            on yet gets one candidate, in landing order; ``up-to-date`` when there is none. None:
+            one candidate on every pending batch (the scheduled run, ``recloop update``).
 
     Returns a summary: the landing results, the candidate version, the metrics of candidate,
-    champion and baselines on the same held-out events, and the promotion decision.
+    champion and baselines on the same held-out events, and the promotion decision (with
+    ``batch_id``: those of the last candidate, and every candidate's under ``cycles``).
     """
     log = get_run_logger()
     started = time.perf_counter()
@@ -52,15 +70,8 @@ def feedback_loop(
         landed.append(result.to_dict())
     summary: dict[str, Any] = {"landed": landed}
 
-    champion = load_champion_task(config, recloop_home)
-    applied = list(champion[0].metadata.get("trained_batches", [])) if champion else []
-    data = prepare_task(recloop_home, applied)
-    if data is None:
-        log.info("No batch pending since the champion was trained: nothing to learn.")
-        summary.update(status="up-to-date", seconds=round(time.perf_counter() - started, 1))
-        return summary
-    summary.update(
-        train_evaluate_promote(
+    def cycle(champion: tuple[Any, dict[str, Any]] | None, data: Any) -> dict[str, Any]:
+        return train_evaluate_promote(
             data,
             champion,
             recloop_home,
@@ -69,6 +80,36 @@ def feedback_loop(
             warm_start=True,
             force_pretrain=force_pretrain,
         )
-    )
+
+    with training_lock(recloop_home, f"feedback-loop ({batch_id or 'all pending'})"):
+        if batch_id is None:
+            champion = load_champion_task(config, recloop_home)
+            data = prepare_task(recloop_home, _trained(champion))
+            if data is None:
+                log.info("No batch pending since the champion was trained: nothing to learn.")
+                summary["status"] = "up-to-date"
+            else:
+                summary.update(cycle(champion, data))
+        else:
+            cycles: list[dict[str, Any]] = []
+            decided: set[str] = set()
+            while True:
+                champion = load_champion_task(config, recloop_home)
+                trained = _trained(champion)
+                plan = plan_task(
+                    config, recloop_home, champion[1] if champion else None, trained, batch_id
+                )
+                if plan.decides is None:
+                    break
+                if plan.decides in decided:  # the registry did not record the last decision
+                    raise RuntimeError(f"batch {plan.decides} was planned twice in one run")
+                decided.add(plan.decides)
+                cycles.append(cycle(champion, prepare_task(recloop_home, trained, plan.batches)))
+            if cycles:
+                summary.update(cycles[-1])
+            else:
+                log.info("Nothing to learn for batch %s: %s.", batch_id, plan.reason)
+                summary.update(status="up-to-date", reason=plan.reason)
+            summary.update(batch_id=batch_id, cycles=cycles)
     summary["seconds"] = round(time.perf_counter() - started, 1)
     return summary

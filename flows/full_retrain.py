@@ -19,6 +19,7 @@ from flows.cycle import train_evaluate_promote
 from recloop.config import load_config
 from recloop.data import find_table
 from recloop.landing import QUARANTINED
+from recloop.orchestration import training_lock
 from recloop.paths import get_home
 from tasks.prepare import load_champion_task, prepare_full_task
 from tasks.validate import land_task
@@ -63,22 +64,24 @@ def full_retrain(
             summary.update(status=QUARANTINED, seconds=round(time.perf_counter() - started, 1))
             return summary
 
-    data = prepare_full_task(recloop_home)
-    if data is None:
-        log.warning("Nothing is archived under %s: nothing to train on.", recloop_home.archive)
-        summary.update(status="no-data", seconds=round(time.perf_counter() - started, 1))
-        return summary
-    champion = load_champion_task(config, recloop_home)
-    summary.update(
-        train_evaluate_promote(
-            data,
-            champion,
-            recloop_home,
-            config,
-            training=TRAINING,
-            warm_start=False,  # the champion is the yardstick here, not a starting point
-            force_pretrain=force_pretrain,
+    # One training at a time per home (see recloop.orchestration.training_lock).
+    with training_lock(recloop_home, "full-retrain"):
+        data = prepare_full_task(recloop_home)
+        if data is None:
+            log.warning("Nothing is archived under %s: nothing to train on.", recloop_home.archive)
+            summary.update(status="no-data", seconds=round(time.perf_counter() - started, 1))
+            return summary
+        champion = load_champion_task(config, recloop_home)
+        summary.update(
+            train_evaluate_promote(
+                data,
+                champion,
+                recloop_home,
+                config,
+                training=TRAINING,
+                warm_start=False,  # the champion is the yardstick here, not a starting point
+                force_pretrain=force_pretrain,
+            )
         )
-    )
     summary["seconds"] = round(time.perf_counter() - started, 1)
     return summary

@@ -205,16 +205,100 @@ def ingest_command(
         Path | None, typer.Option("--items", help="Items file for new or changed items.")
     ] = None,
     home: HomeOption = None,
+    config: ConfigOption = None,
 ) -> dict[str, Any]:
-    """Land a batch: validate it, then archive it or quarantine it with a report."""
-    from recloop.landing import land_batch
+    """Land a batch: validate it, then archive it or quarantine it with a report, and announce it.
+
+    An archived batch is announced to the Prefect server at PREFECT_API_URL with the event
+    recloop.batch.landed (resource recloop.batch.<batch_id>), which starts the triggered
+    feedback-loop deployment. When it cannot be delivered, one line says so; the batch stays
+    pending and the next scheduled feedback-loop run learns it.
+    """
+    from recloop.config import load_config
+    from recloop.orchestration import ingest_batch
     from recloop.paths import get_home
 
-    result = land_batch(get_home(home).ensure(), file, items)
+    timeout = load_config(config).orchestration.announce_timeout
+    outcome = ingest_batch(get_home(home).ensure(), file, items, timeout=timeout)
+    result = outcome.result
     if result.status == "quarantined":
         _fail(result.message)
     typer.echo(result.message)
-    return result.to_dict()
+    if outcome.announcement is not None:
+        announcement = outcome.announcement
+        prefix = "" if announcement.delivered else "recloop: warning: "
+        typer.echo(prefix + announcement.message, err=not announcement.delivered)
+    out = result.to_dict()
+    if outcome.announcement is not None:
+        out["announced"] = outcome.announcement.delivered
+    return out
+
+
+@app.command("watch")
+@_one_line_errors
+def watch_command(
+    once: Annotated[
+        bool,
+        typer.Option("--once", help="Land what the folder holds now (once settled), then exit."),
+    ] = False,
+    home: HomeOption = None,
+    config: ConfigOption = None,
+) -> list[dict[str, Any]]:
+    """Watch RECLOOP_HOME/landing/ and land every batch dropped there, like recloop ingest.
+
+    A batch is NAME.csv|.tsv|.parquet, with its optional items file NAME.items.csv|.tsv|.parquet
+    beside it (drop that one first). A file is taken once its size and modification time have
+    not changed for orchestration.watch_settle seconds; names starting with "." and other suffixes
+    (.part, .tmp) are ignored, so writing under such a name and renaming into place also works.
+    Landed files leave the folder only once archived or quarantined (with a report).
+    """
+    from recloop.config import load_config
+    from recloop.orchestration import watch
+    from recloop.paths import get_home
+
+    recloop_home = get_home(home)
+    typer.echo(f"watching {recloop_home.landing}" + (" once" if once else " (Ctrl-C stops)"))
+
+    def report(outcome: Any) -> None:  # each landing as it happens, like recloop ingest
+        typer.echo(outcome.result.message)
+        if outcome.announcement is not None and not outcome.announcement.delivered:
+            typer.echo("recloop: warning: " + outcome.announcement.message, err=True)
+
+    outcomes = watch(recloop_home, load_config(config).orchestration, once=once, report=report)
+    if once:
+        statuses = [outcome.result.status for outcome in outcomes]
+        counts = ", ".join(f"{statuses.count(s)} {s}" for s in sorted(set(statuses)))
+        typer.echo(f"landed {len(outcomes)} batch(es)" + (f": {counts}" if counts else ""))
+    return [outcome.result.to_dict() for outcome in outcomes]
+
+
+@app.command("serve")
+@_one_line_errors
+def serve_command(
+    watch: Annotated[
+        bool,
+        typer.Option("--watch", help="Also watch RECLOOP_HOME/landing/ (see recloop watch)."),
+    ] = False,
+    limit: Annotated[
+        int | None,
+        typer.Option("--limit", min=1, help="Most flow runs this process runs at once."),
+    ] = None,
+    home: HomeOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Serve the Prefect deployments in this process until stopped (Ctrl-C).
+
+    feedback-loop/scheduled (orchestration.feedback_cron), feedback-loop/on-batch-landed
+    (triggered by recloop.batch.landed from this home, batch id passed on),
+    pretrain-encoder/scheduled (orchestration.pretrain_cron) and full-retrain/on-demand: the
+    deployments of deployments/prefect.yaml, without a work pool or worker. Needs a Prefect
+    server (prefect server start) at PREFECT_API_URL.
+    """
+    from recloop.config import load_config
+    from recloop.orchestration import serve
+    from recloop.paths import get_home
+
+    serve(get_home(home).ensure(), load_config(config), config, watch=watch, limit=limit)
 
 
 @app.command("update")

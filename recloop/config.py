@@ -137,6 +137,21 @@ class ReplayConfig:
 
 
 @dataclass(frozen=True)
+class OrchestrationConfig:
+    """``recloop serve`` and ``recloop watch`` (deployments/prefect.yaml carries its own copy of
+    the two schedules, since ``prefect deploy`` reads only that file)."""
+
+    feedback_cron: str = "0 3 * * *"  # the scheduled feedback-loop: catches batches not announced
+    pretrain_cron: str = "0 2 * * 0"  # the scheduled pretrain-encoder (weekly)
+    timezone: str = "UTC"  # of both crons
+    watch_interval: float = 2.0  # seconds between two looks at the landing folder
+    # A dropped file is landed once its size and modification time have not changed for this
+    # many seconds (a writer still copying it keeps changing them).
+    watch_settle: float = 2.0
+    announce_timeout: float = 10.0  # seconds to deliver the recloop.batch.landed event
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything the loop needs, in one object."""
 
@@ -149,6 +164,7 @@ class Config:
     gate: GateConfig = field(default_factory=GateConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     replay: ReplayConfig = field(default_factory=ReplayConfig)
+    orchestration: OrchestrationConfig = field(default_factory=OrchestrationConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

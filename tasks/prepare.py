@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -80,7 +81,9 @@ def _hold_out(
     home: Home, prior_ids: list[str], arriving_ids: list[str], *, pending: list[str], label: str
 ) -> CycleData:
     """Hold out the last event of every user active in the arriving batches (see below)."""
-    archive = read_archive(home)
+    # Only the batches this cycle learns from: a later batch (still pending for a later cycle)
+    # must not reach the catalogue, the fingerprint or the evaluation.
+    archive = read_archive(home, [*prior_ids, *arriving_ids])
     prior = (
         read_archive(home, prior_ids).interactions if prior_ids else archive.interactions.iloc[:0]
     )
@@ -104,20 +107,32 @@ def _hold_out(
     return data
 
 
-def prepare_cycle(home: Home, applied: list[str]) -> CycleData | None:
+def prepare_cycle(
+    home: Home, applied: list[str], batches: list[str] | None = None
+) -> CycleData | None:
     """Split the archive into what the champion has seen and what has arrived since.
 
-    ``applied`` lists the batches the champion was trained on. Returns ``None`` when no batch is
-    pending. The last event of every user active in the pending batches is held out, so that the
-    candidate, the champion and the baselines are all judged on the same newest events, none of
-    which any of them has trained on.
+    ``applied`` lists the batches the champion was trained on. ``batches`` (from
+    :func:`plan_batches`) limits the cycle to those pending batches, a prefix in landing order;
+    None takes every pending batch. Returns ``None`` when no batch is pending. The last event of
+    every user active in the pending batches is held out, so that the candidate, the champion and
+    the baselines are all judged on the same newest events, none of which any of them has
+    trained on.
     """
-    batches = archived_batches(home)
+    archived = [b.batch_id for b in archived_batches(home)]
     seen = set(applied)
-    pending = [b.batch_id for b in batches if b.batch_id not in seen]
+    pending = [b for b in archived if b not in seen]
+    if batches is not None:
+        # Learning a later batch before an earlier one would train on events that come after
+        # the ones held out for evaluation.
+        if pending[: len(batches)] != list(batches):
+            raise ValueError(
+                f"batches {batches} are not the first pending batches in landing order {pending}"
+            )
+        pending = list(batches)
     if not pending:
         return None
-    known = [b.batch_id for b in batches if b.batch_id in seen]
+    known = [b for b in archived if b in seen]
     return _hold_out(home, known, pending, pending=pending, label="cycle")
 
 
@@ -136,6 +151,74 @@ def prepare_full(home: Home) -> CycleData | None:
     return _hold_out(home, ids[:-1], ids[-1:], pending=ids, label="full retrain")
 
 
+@dataclass(frozen=True)
+class BatchPlan:
+    """What a run triggered for one batch learns next (see :func:`plan_batches`)."""
+
+    batches: list[str]  # pending batches to learn from, in landing order; empty: nothing to do
+    decides: str | None  # the batch this candidate is the first to be judged on
+    reason: str  # why (logged and returned in the flow's summary)
+
+
+def plan_batches(
+    archived: list[str], trained: list[str], tried: list[str], until: str
+) -> BatchPlan:
+    """The next candidate's batches for a run triggered by the landing of batch ``until``.
+
+    The rule (one candidate per landed batch, decided in landing order): a batch is *decided*
+    when the champion has learned it or a candidate warm-started from this same champion has been
+    judged on it (``tried``: the batch ids of the latest candidate, when its parent is the current
+    champion; a candidate the gate rejected leaves its batches pending but decided). The next
+    candidate learns every pending batch up to and including the first undecided one, so a batch
+    the gate rejected is learned again together with the next one. When every batch up to
+    ``until`` is decided there is nothing to do. Several runs triggered at once therefore make one
+    candidate each, in landing order, whichever of them takes the training lock first.
+
+    Raises :class:`LookupError` when ``until`` is not an archived batch.
+    """
+    if until not in archived:
+        raise LookupError(f"batch {until} is not archived in this home")
+    done = set(trained)
+    pending = [b for b in archived if b not in done]
+    if until not in pending:
+        return BatchPlan([], None, f"batch {until} is already learned by the champion")
+    judged = set(tried)
+    upto = pending[: pending.index(until) + 1]
+    undecided = [b for b in upto if b not in judged]
+    if not undecided:
+        return BatchPlan(
+            [], None, f"batch {until} was already judged by a candidate of this champion"
+        )
+    first = undecided[0]
+    batches = pending[: pending.index(first) + 1]
+    return BatchPlan(batches, first, f"learning {len(batches)} pending batch(es) up to {first}")
+
+
+def tried_batches(config: Config, home: Home, champion_version: str | None) -> list[str]:
+    """Batch ids of the latest candidate (alias ``challenger``) when it was warm-started from
+    ``champion_version``: those batches have been judged against the current champion."""
+    reg = registry.configure(home, config)
+    challenger = reg.challenger_version()
+    if challenger is None or challenger == champion_version:
+        return []
+    tags = reg.version_info(challenger)["tags"]
+    if tags.get("parent_version", "") != (champion_version or ""):
+        return []  # judged against another champion (e.g. before a rollback): try again
+    return [b for b in tags.get("batch_ids", "").split(",") if b]
+
+
+@task(name="plan_batches", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def plan_task(
+    config: Config, home: Home, champion_info: dict[str, Any] | None, trained: list[str], until: str
+) -> BatchPlan:
+    """Prefect task: :func:`plan_batches` with the archive's ledger and the registry's lineage."""
+    version = str(champion_info["version"]) if champion_info else None
+    archived = [b.batch_id for b in archived_batches(home)]
+    plan = plan_batches(archived, trained, tried_batches(config, home, version), until)
+    logger.info("plan for batch %s: %s", until, plan.reason)
+    return plan
+
+
 @task(name="load_champion", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
 def load_champion_task(config: Config, home: Home):  # noqa: ANN201 - (Recommender, info) | None
     """The current champion, rebuilt from its registered checkpoint (None before the first)."""
@@ -143,8 +226,17 @@ def load_champion_task(config: Config, home: Home):  # noqa: ANN201 - (Recommend
 
 
 @task(name="prepare", cache_policy=NO_CACHE)
-def prepare_task(home: Home, applied: list[str]) -> CycleData | None:
-    return prepare_cycle(home, applied)
+def prepare_task(
+    home: Home, applied: list[str], batches: list[str] | None = None
+) -> CycleData | None:
+    """Prefect task: :func:`prepare_cycle`."""
+    return prepare_cycle(home, applied, batches)
+
+
+@task(name="load_catalogue", cache_policy=NO_CACHE)
+def load_catalogue_task(home: Home) -> pd.DataFrame:
+    """The archived catalogue (raw text, the latest row of each item), for pretraining alone."""
+    return read_archive(home).items
 
 
 @task(name="prepare_full", cache_policy=NO_CACHE)

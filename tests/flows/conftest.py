@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -28,6 +30,12 @@ def prefect_server() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture(scope="session")
+def tiny_settings() -> dict[str, Any]:
+    """A copy of :data:`TINY_CONFIG`, for fixtures that write their own config file."""
+    return copy.deepcopy(TINY_CONFIG)
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""``deployments/prefect.yaml`` deploys with ``prefect deploy --all`` against a real server."""
+"""``deployments/prefect.yaml`` deploys with ``prefect deploy --all`` against a real server: the
+four deployments with their schedules and the data-arrival trigger, read back through the API."""
 
 from __future__ import annotations
 
@@ -39,15 +40,32 @@ def test_prefect_deploy_all_creates_the_deployments(prefect_server: None) -> Non
             f"{client.read_flow(d.flow_id).name}/{d.name}": d for d in client.read_deployments()
         }
         automations = client.read_automations()
-    assert {
+    assert set(deployments) == {
         "feedback-loop/scheduled",
         "feedback-loop/on-batch-landed",
+        "pretrain-encoder/scheduled",
         "full-retrain/on-demand",
-    } <= set(deployments)
-    scheduled = deployments["feedback-loop/scheduled"]
-    assert [s.schedule.cron for s in scheduled.schedules] == ["0 3 * * *"]
+    }
     assert all(d.work_pool_name == "recloop" for d in deployments.values())
-    triggers = [a.trigger for a in automations if a.name.startswith("on-batch-landed")]
-    assert len(triggers) == 1
-    assert triggers[0].expect == {"recloop.batch.landed"}
-    assert triggers[0].match.root == {"prefect.resource.id": "recloop.batch.*"}
+    crons = {name: [s.schedule.cron for s in d.schedules] for name, d in deployments.items()}
+    assert crons == {
+        "feedback-loop/scheduled": ["0 3 * * *"],
+        "feedback-loop/on-batch-landed": [],
+        "pretrain-encoder/scheduled": ["0 2 * * 0"],
+        "full-retrain/on-demand": [],
+    }
+    assert all(s.active for d in deployments.values() for s in d.schedules)
+
+    # The data-arrival trigger runs the loop with the batch id (and the home) from the event.
+    [automation] = [a for a in automations if a.name.startswith("on-batch-landed")]
+    assert automation.trigger.expect == {"recloop.batch.landed"}
+    assert automation.trigger.match.root == {"prefect.resource.id": "recloop.batch.*"}
+    [action] = automation.actions
+    assert action.deployment_id == deployments["feedback-loop/on-batch-landed"].id
+    assert action.parameters == {
+        "batch_id": "{{ event.payload.batch_id }}",
+        "home": "{{ event.payload.home }}",
+    }
+    # Only the triggered deployment reacts to events.
+    assert len([a for a in automations if a.name.startswith("on-batch-landed")]) == 1
+    assert not [a for a in automations if "scheduled" in a.name or "on-demand" in a.name]

@@ -86,3 +86,38 @@ def test_cycle_table_shows_candidate_champion_and_popularity() -> None:
     last = table.splitlines()[-1]
     for text in ("0.3000", "0.2000", "0.0500", "0.2500", "promoted"):
         assert text in last
+
+
+def test_ingest_says_in_one_line_when_the_arrival_cannot_be_announced(tmp_path: Path) -> None:
+    import socket
+
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    batch, items = tmp_path / "batch.csv", tmp_path / "items.csv"
+    pd.DataFrame({"user_id": ["u1"], "item_id": ["i1"], "timestamp": [1_700_000_000]}).to_csv(
+        batch, index=False
+    )
+    pd.DataFrame({"item_id": ["i1"], "title": ["A"], "text": [""]}).to_csv(items, index=False)
+    with socket.socket() as probe:  # a port no server listens on
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}/api"
+    home = tmp_path / "home"
+    with temporary_settings({PREFECT_API_URL: url}):
+        result = runner.invoke(
+            app, ["ingest", str(batch), "--items", str(items), "--home", str(home)]
+        )
+    assert result.exit_code == 0, result.output  # the batch is archived all the same
+    assert len(list((home / "archive").iterdir())) == 1
+    warnings = [line for line in result.stderr.splitlines() if "not announced" in line]
+    assert len(warnings) == 1 and url.split("/api")[0] in warnings[0]
+    assert "pending" in warnings[0]
+
+
+def test_serve_without_a_prefect_server_fails_in_one_line(tmp_path: Path) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        result = runner.invoke(app, ["serve", "--home", str(tmp_path / "home")])
+    assert result.exit_code == 1
+    assert result.output.strip().startswith("recloop: ") and "PREFECT_API_URL" in result.output
+    assert len(result.output.strip().splitlines()) == 1
