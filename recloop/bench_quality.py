@@ -252,6 +252,8 @@ def run_quality(
     ``out_dir``, log them to MLflow when ``log_mlflow`` (experiment ``recloop-benchmarks`` of
     ``home``), and return the JSON figures. Each dataset's MLM-pretrained
     encoder goes to ``encoder_dir/<name>`` (a temporary folder when None)."""
+    if not datasets:
+        raise ValueError("no dataset to benchmark (none given, none found under --shared)")
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:
         raise ValueError(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
@@ -290,7 +292,8 @@ def run_quality(
             "rows": rows,
             "targets": _targets(rows),
         }
-    paths = write_outputs(results, out_dir)
+        # Rewritten after every dataset: a long run stopped part-way keeps what it measured.
+        paths = write_outputs(results, out_dir)
     results["files"] = [str(path) for path in paths]
     if log_mlflow:
         results["mlflow_run_id"] = _log_mlflow(results, paths, config, home)
