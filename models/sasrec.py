@@ -239,8 +239,13 @@ class Recommender:
         limit = self.config.max_seq_len
         out = []
         for history in histories:
-            known = [self.index[i] for i in history if i in self.index]
-            out.append(known[-limit:])
+            known: list[int] = []
+            for item in reversed(history):  # from the end: long histories stop early
+                if item in self.index:
+                    known.append(self.index[item])
+                    if len(known) == limit:
+                        break
+            out.append(known[::-1])
         return out
 
     @torch.no_grad()

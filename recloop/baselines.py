@@ -153,8 +153,13 @@ class ItemTransitions:
         """``(B, n)`` weighted transition probabilities from each user's last ``window`` items."""
         out = np.tile(self.tie_breaker, (len(histories), 1))
         for b, history in enumerate(histories):
-            known = [self._lookup[item] for item in history if item in self._lookup]
-            for age, code in enumerate(reversed(known[-self.window :])):
+            recent: list[int] = []  # the last `window` known items, most recent first
+            for item in reversed(history):
+                if item in self._lookup:
+                    recent.append(self._lookup[item])
+                    if len(recent) == self.window:
+                        break
+            for age, code in enumerate(recent):
                 start, end = self.indptr[code], self.indptr[code + 1]
                 # Column indices are unique within a row, so fancy-index += is exact.
                 out[b, self.indices[start:end]] += self.data[start:end] / (age + 1)
