@@ -99,7 +99,8 @@ def _value(v: float | None) -> float:
 def _finish(figure: Any, axes: Any, x_labels: Sequence[str], path: str | Path) -> Path:
     """Label the x positions 0..n-1, add the legend and write the PNG."""
     axes.set_xticks(list(range(len(x_labels))), list(x_labels))
-    axes.legend(fontsize="small")
+    # Beside the axes, not inside: a legend placed "best" still covers a bar or a line.
+    axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path)
