@@ -16,6 +16,8 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from recloop.progress import working
+
 app = typer.Typer(
     name="recloop",
     help="Keep a text-aware sequential recommender fresh: validate, pretrain, fine-tune, "
@@ -307,9 +309,10 @@ def update_command(home: HomeOption = None, config: ConfigOption = None) -> dict
     """One incremental cycle on the batches landed since the champion was trained."""
     from flows.feedback_loop import feedback_loop
 
-    summary = feedback_loop(
-        home=str(home) if home else None, config_path=str(config) if config else None
-    )
+    with working("update"):
+        summary = feedback_loop(
+            home=str(home) if home else None, config_path=str(config) if config else None
+        )
     summary["window"] = 1
     typer.echo(format_cycle_table([summary]))
     return summary
@@ -399,11 +402,12 @@ def retrain_command(
     if data is not None:  # fail before starting Prefect when the folder is not a dataset
         find_table(data, "interactions")
         find_table(data, "items")
-    summary = full_retrain(
-        data_dir=str(data) if data else None,
-        home=str(home) if home else None,
-        config_path=str(config) if config else None,
-    )
+    with working("retrain"):
+        summary = full_retrain(
+            data_dir=str(data) if data else None,
+            home=str(home) if home else None,
+            config_path=str(config) if config else None,
+        )
     for landed in summary.get("landed", []):
         if landed["status"] == "quarantined":
             _fail(landed["message"])
@@ -604,7 +608,8 @@ def bench_quality_command(
         argv += ["--home", str(home)]
     if no_mlflow:
         argv.append("--no-mlflow")
-    results = bench_quality(argv)
+    with working("bench quality"):
+        results = bench_quality(argv)
     typer.echo("wrote " + ", ".join(results["files"]))
     return results
 
@@ -664,7 +669,8 @@ def bench_incremental_command(
         argv += ["--config", str(config)]
     if no_mlflow:
         argv.append("--no-mlflow")
-    results = bench_incremental(argv)
+    with working("bench incremental"):
+        results = bench_incremental(argv)
     targets = results["targets"]
     typer.echo(
         f"incremental / full wall time at the last update: {targets['time_ratio_last']:.3f} "

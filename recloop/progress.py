@@ -132,3 +132,15 @@ def step_progress(
         task_id = progress.add_task(f"{label} 1/{total}", total=total)
         with _logs_through(original, sys.stderr):  # sys.stderr is rich's proxy from here on
             yield StepProgress(progress, task_id, total, label)
+
+
+@contextlib.contextmanager
+def working(what: str, enabled: bool | None = None) -> Iterator[None]:
+    """A spinner with the elapsed time on stderr while one long call (a whole cycle, a benchmark)
+    runs; nothing unless stderr is an interactive terminal (see :func:`step_progress`)."""
+    with step_progress(1, what, enabled) as progress:
+        if progress:
+            progress.start(1, "running")
+        yield
+        if progress:
+            progress.finish(1)

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from recloop.progress import progress_wanted, step_progress
+from recloop.progress import progress_wanted, step_progress, working
 
 pytestmark = pytest.mark.unit
 
@@ -48,3 +48,12 @@ def test_lines_for_a_redirected_stdout_stay_plain(capsys: pytest.CaptureFixture[
     captured = capsys.readouterr()
     assert captured.out == "     1 abc  promoted\n"
     assert "window 1: quarantined" in captured.err
+
+
+def test_working_shows_a_spinner_only_when_enabled(capsys: pytest.CaptureFixture[str]) -> None:
+    with working("update"):  # no terminal: nothing
+        pass
+    assert capsys.readouterr().err == ""
+    with working("bench quality", enabled=True):
+        pass
+    assert "bench quality 1/1 done" in capsys.readouterr().err
