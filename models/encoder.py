@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -393,7 +394,8 @@ def pretrain_mlm(
     perplexities (untrained head, before, after) use the same held-out texts and masks.
 
     Saves the masked-LM model, its tokenizer, a weights fingerprint and the report to ``out_dir``
-    (which :class:`TextEmbedder` then loads with ``AutoModel``).
+    (which :class:`TextEmbedder` then loads with ``AutoModel``), replacing what was there, all at
+    once: the folder is written under a temporary name and renamed.
     """
     _offline()
     from transformers import AutoTokenizer, BertForMaskedLM
@@ -442,11 +444,15 @@ def pretrain_mlm(
         )
         after = mlm_perplexity(model, tokenizer, eval_texts, config, seed)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(out_dir))
-    tokenizer.save_pretrained(str(out_dir))
-    weights = "".join(_file_sha1(p) for p in _weights_files(out_dir))
-    (out_dir / FINGERPRINT_FILE).write_text(hashlib.sha1(weights.encode()).hexdigest() + "\n")
+    # Written next to out_dir, then renamed into place: a half-written encoder is never named as
+    # one (a crash leaves only the dot-named staging folder, cleared by the next run).
+    staging = out_dir.with_name(f".{out_dir.name}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    model.save_pretrained(str(staging))
+    tokenizer.save_pretrained(str(staging))
+    weights = "".join(_file_sha1(p) for p in _weights_files(staging))
+    (staging / FINGERPRINT_FILE).write_text(hashlib.sha1(weights.encode()).hexdigest() + "\n")
     result = MLMReport(
         steps=report.steps,
         seconds=report.seconds,
@@ -456,14 +462,16 @@ def pretrain_mlm(
         perplexity_before=before,
         perplexity_after=after,
         out_dir=str(out_dir),
-        fingerprint=encoder_fingerprint(out_dir, config.max_length),
+        fingerprint=encoder_fingerprint(staging, config.max_length),  # content, not path
         perplexity_untrained_head=untrained,
         head_initialised=head_initialised,
         head_warmup_steps=warmup_steps,
         head_warmup_seconds=warmup_seconds,
         total_seconds=time.perf_counter() - started,
     )
-    (out_dir / REPORT_FILE).write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    (staging / REPORT_FILE).write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    shutil.rmtree(out_dir, ignore_errors=True)
+    staging.rename(out_dir)
     logger.info(
         "mlm: perplexity %.2f (untrained head) -> %.2f (head fitted in %d steps, %.1fs) -> %.2f "
         "(%d steps, %.1fs); %.1fs in all, saved to %s",

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import shutil
 import tempfile
 import time
 from collections.abc import Sequence
@@ -142,19 +141,15 @@ def pretrain_catalogue_encoder(
     perplexities and seconds are this run's.
     """
     out = Path(encoder_dir) / name
-    tmp = Path(encoder_dir) / f".{name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
     report = pretrain_mlm(
         [t for t in texts if t.strip()],
         base_encoder_path(),
-        tmp,
+        out,
         config.encoder,
         config.seed,
         train_top_layers=config.encoder.train_layers,
     )
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)  # a half-written encoder is never named as one
-    return out, {**report.to_dict(), "out_dir": str(out)}
+    return out, report.to_dict()
 
 
 def _metrics(scorer: Any, cases: EvalCases, item_ids: list[str], config: Config) -> dict:

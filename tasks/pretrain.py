@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,19 +103,15 @@ def pretrain_encoder(
     name = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{digest}"
     home.encoders.mkdir(parents=True, exist_ok=True)
     out_dir = home.encoders / name
-    tmp_dir = home.encoders / f".{name}.tmp"
-    shutil.rmtree(tmp_dir, ignore_errors=True)
     logger.info("pretrain: %s; MLM from %s on %d texts", reason, start_from, len(texts))
     mlm = pretrain_mlm(
         texts,
         start_from,
-        tmp_dir,
+        out_dir,  # written under a temporary name, then renamed: never half-written
         config.encoder,
         config.seed,
         train_top_layers=config.encoder.train_layers,
     )
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp_dir.rename(out_dir)  # a half-written encoder is never named as one
     report = mlm.to_dict()
     report.update(out_dir=str(out_dir), change_share=share, started_from=str(start_from))
     _write_state(
