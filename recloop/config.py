@@ -116,8 +116,8 @@ class GateConfig:
     metric: str = "ndcg_at_10"
     min_relative_gain: float = 0.0  # candidate must beat champion by this relative margin
     must_beat_popularity: bool = True
-    # Forgetting: largest relative drop below the champion allowed on earlier data both models
-    # were trained on (an earlier event of users absent from the new batches); < 0 = off.
+    # Forgetting: largest relative drop below the champion allowed on the previous window (the
+    # batch the champion learned last; tasks.prepare.retention_cases); < 0 = off.
     max_retention_drop: float = 0.2
 
 

@@ -129,6 +129,7 @@ class EvalCases:
     user_ids: list[str]
     histories: list[list[str]]
     targets: list[str]
+    scope: str = ""  # what the cases are drawn from, for reports (e.g. "previous window")
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -142,6 +143,7 @@ class EvalCases:
             [self.user_ids[i] for i in index],
             [self.histories[i] for i in index],
             [self.targets[i] for i in index],
+            scope=self.scope,
         )
 
 

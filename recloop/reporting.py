@@ -200,8 +200,10 @@ def cycle_markdown(summary: dict[str, Any], primary: str = "ndcg_at_10") -> str:
         f"candidate vs row ({primary_label})",
     ]
     table = [line(model, values) for model, values in rows.items()]
+    # The gate's forgetting check: "previous window" or "earlier events" (tasks.prepare).
+    scope = metrics.get("retention_scope") or "earlier events"
     table += [
-        line(f"{model} on earlier data", values)
+        line(f"{model} on {scope}", values)
         for model, values in metrics.get("retention", {}).items()
     ]
     version = summary.get("version", "-")

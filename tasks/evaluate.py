@@ -112,8 +112,10 @@ class EvaluationReport:
     seed: int
     ks: tuple[int, ...]
     seconds: dict[str, float] = field(default_factory=dict)  # evaluation time per model
-    # Candidate and champion on earlier data both trained on (the gate's forgetting check).
+    # Candidate and champion on earlier data both trained on (the gate's forgetting check), and
+    # where those cases come from ("previous window" or "earlier events", tasks.prepare).
     retention: dict[str, dict[str, float]] = field(default_factory=dict)
+    retention_scope: str = ""
 
     def metric(self, model: str, name: str) -> float:
         """One number, e.g. ``report.metric("candidate", "ndcg_at_10")``."""
@@ -156,6 +158,7 @@ class EvaluationReport:
             "ks": list(self.ks),
             "seconds": dict(self.seconds),
             "retention": {model: dict(metrics) for model, metrics in self.retention.items()},
+            "retention_scope": self.retention_scope,
         }
 
     @classmethod
@@ -169,6 +172,7 @@ class EvaluationReport:
             ks=tuple(values["ks"]),
             seconds=dict(values.get("seconds", {})),
             retention={m: dict(v) for m, v in values.get("retention", {}).items()},
+            retention_scope=str(values.get("retention_scope", "")),
         )
 
     def to_markdown(self) -> str:
@@ -187,7 +191,8 @@ class EvaluationReport:
             lines.append(f"| {model} | " + " | ".join(cells) + " |")
         for model, metrics in self.retention.items():
             cells = [f"{metrics[name]:.4f}" if name in metrics else "" for name in names]
-            lines.append(f"| {model} on earlier data | " + " | ".join(cells) + " |")
+            scope = self.retention_scope or "earlier events"
+            lines.append(f"| {model} on {scope} | " + " | ".join(cells) + " |")
         return "\n".join(lines) + "\n"
 
 
@@ -238,7 +243,8 @@ def evaluate_all(
                 scorers[name], retention, catalogue_ids, config.eval.ks, config.eval.batch_size
             )
         logger.info(
-            "earlier data (%d cases): candidate ndcg_at_10=%.4f, champion %.4f",
+            "forgetting check on %s (%d cases): candidate ndcg_at_10=%.4f, champion %.4f",
+            retention.scope or "earlier events",
             len(retention),
             kept[CANDIDATE].get("ndcg_at_10", float("nan")),
             kept[CHAMPION].get("ndcg_at_10", float("nan")),
@@ -251,6 +257,7 @@ def evaluate_all(
         ks=tuple(config.eval.ks),
         seconds=seconds,
         retention=kept,
+        retention_scope=(retention.scope or "earlier events") if kept else "",
     )
 
 

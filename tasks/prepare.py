@@ -14,13 +14,15 @@ from prefect.cache_policies import NO_CACHE
 
 from recloop import registry
 from recloop.config import Config
-from recloop.data import EvalCases, build_sequences, holdout_last_events
+from recloop.data import EvalCases, holdout_last_events, sort_events
 from recloop.landing import archived_batches, read_archive
 from recloop.paths import Home
 
 logger = logging.getLogger(__name__)
 
 RETENTION_USERS = 1000  # users sampled for the forgetting check (scored by two models)
+# Fewer users than this with a target in the previous window: the check takes earlier events.
+MIN_WINDOW_USERS = 30
 
 
 @dataclass
@@ -41,7 +43,7 @@ class CycleData:
     # champion and the candidate trained on (see retention_cases).
     retention: EvalCases | None = None
 
-    def summary(self) -> dict[str, int]:
+    def summary(self) -> dict[str, int | str]:
         return {
             "pending_batches": len(self.pending),
             "catalogue_items": len(self.items),
@@ -50,6 +52,7 @@ class CycleData:
             "focus_users": len(self.focus_users),
             "new_interactions": 0 if self.new_interactions is None else len(self.new_interactions),
             "retention_users": 0 if self.retention is None else len(self.retention),
+            "retention_scope": "" if self.retention is None else self.retention.scope,
         }
 
 
@@ -59,21 +62,51 @@ def fingerprint(frame: pd.DataFrame) -> str:
     return digest.hexdigest()[:16]
 
 
-def retention_cases(prior: pd.DataFrame, arriving_users: set[str], max_users: int) -> EvalCases:
+def retention_cases(
+    prior: pd.DataFrame,
+    arriving_users: set[str],
+    max_users: int,
+    previous_window: pd.DataFrame | None = None,
+    min_window_users: int = MIN_WINDOW_USERS,
+) -> EvalCases:
     """Earlier events both the champion and a candidate trained on, to measure forgetting.
 
     For users absent from the arriving batches: their second-to-last earlier event is the target,
     the events before it the history. (Their last one may have been held out from the champion's
     training when it was judged on it, so it is not used.) A seeded sample of ``max_users``.
+
+    With ``previous_window`` (the events of the batch the champion learned last, a subset of
+    ``prior``), only users whose target is one of those events are taken: the check is then on
+    the previous window, the data a warm-started update is most likely to overwrite. When fewer
+    than ``min_window_users`` such users exist, every absent user is taken (see
+    :attr:`EvalCases.scope`).
     """
-    sequences = build_sequences(prior)
+    ordered = sort_events(prior)
+    in_window = np.zeros(len(ordered), dtype=bool)
+    if previous_window is not None and len(previous_window):
+        keys = ["user_id", "item_id", "timestamp"]
+        marked = previous_window[keys].drop_duplicates().assign(_in_window=True)
+        in_window = (
+            ordered[keys].merge(marked, on=keys, how="left")["_in_window"].eq(True).to_numpy()
+        )
+    grouped = ordered.assign(_in_window=in_window).groupby("user_id", sort=False)
+    sequences = {user: list(items) for user, items in grouped["item_id"]}
+    target_in_window = {
+        user: bool(flags.iloc[-2]) for user, flags in grouped["_in_window"] if len(flags) >= 2
+    }
     users = sorted(u for u, seq in sequences.items() if u not in arriving_users and len(seq) >= 3)
+    scope = "earlier events"
+    if previous_window is not None:
+        windowed = [u for u in users if target_in_window[u]]
+        if len(windowed) >= min_window_users:
+            users, scope = windowed, "previous window"
     if len(users) > max_users:
         users = sorted(np.random.default_rng(0).choice(users, size=max_users, replace=False))
     return EvalCases(
         [str(u) for u in users],
         [sequences[u][:-2] for u in users],
         [sequences[u][-2] for u in users],
+        scope=scope,
     )
 
 
@@ -101,7 +134,13 @@ def _hold_out(
         data_fingerprint=fingerprint(archive.interactions),
         # holdout_last_events puts the arriving batches' training rows after the prior ones.
         new_interactions=train.iloc[len(prior) :].reset_index(drop=True),
-        retention=retention_cases(prior, set(arriving["user_id"]), RETENTION_USERS),
+        retention=retention_cases(
+            prior,
+            set(arriving["user_id"]),
+            RETENTION_USERS,
+            # The previous window: the batch the champion learned last.
+            previous_window=read_archive(home, prior_ids[-1:]).interactions if prior_ids else None,
+        ),
     )
     logger.info("%s data: %s", label, data.summary())
     return data

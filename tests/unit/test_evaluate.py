@@ -110,9 +110,20 @@ def test_evaluate_all_report():
     answers = {tuple(h): t for h, t in zip(cases.histories, cases.targets, strict=True)}
     config = Config()
     config = dataclasses.replace(config, eval=dataclasses.replace(config.eval, ks=(1, 3)))
+    retention = EvalCases(["u1"], [["a"]], ["b"], scope="previous window")
+    answers[("a",)] = "b"
     report = evaluate_all(
-        Oracle(CATALOGUE, answers), Fixed(CATALOGUE, [0] * 5), train, cases, CATALOGUE, config
+        Oracle(CATALOGUE, answers),
+        Fixed(CATALOGUE, [0] * 5),
+        train,
+        cases,
+        CATALOGUE,
+        config,
+        retention=retention,
     )
+    assert report.retention_scope == "previous window"
+    assert report.retention_pair() is not None
+    assert report.retention["candidate"]["ndcg_at_1"] == 1.0
     assert list(report.rows) == [
         "candidate", "champion", "popularity", "recent_popularity", "transitions"
     ]  # fmt: skip
@@ -125,6 +136,7 @@ def test_evaluate_all_report():
     table = report.to_markdown()
     assert "| model | ndcg_at_1 | recall_at_1 | ndcg_at_3 | recall_at_3 | mrr |" in table
     assert "| candidate | 1.0000 |" in table
+    assert "| champion on previous window | 0.0000 |" in table
     flat = report.flat_metrics()
     assert flat["ndcg_at_1"] == 1.0 and "popularity_ndcg_at_1" in flat
     with pytest.raises(KeyError):
