@@ -64,7 +64,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -72,6 +72,7 @@ import pandas as pd
 from recloop.baselines import ItemTransitions, Popularity, RecentPopularity
 from recloop.config import Config, load_config
 from recloop.data import Dataset, EvalCases, read_dataset, split_windows
+from recloop.metrics import metrics_from_ranks
 from recloop.paths import get_home
 from recloop.protocols import TEMPORAL_TARGETS, Split, temporal_split
 from recloop.replay import batch_items
@@ -83,6 +84,9 @@ from recloop.reporting import (
     plot_series,
     write_report,
 )
+
+if TYPE_CHECKING:
+    from tasks.evaluate import RankingCases
 
 logger = logging.getLogger(__name__)
 
@@ -187,23 +191,14 @@ def top_k_items(
     Catalogue items the scorer does not know (and NaN scores) are never recommended; ties keep
     catalogue order.
     """
-    catalogue = {item: j for j, item in enumerate(catalogue_ids)}
-    cols = np.array([catalogue.get(item, -1) for item in scorer.item_ids], dtype=np.int64)
-    known_cols = np.flatnonzero(cols >= 0)
-    out: list[list[str]] = []
-    for start in range(0, len(histories), batch_size):
-        chunk = histories[start : start + batch_size]
-        raw = np.asarray(scorer.score(chunk), dtype=np.float64)
-        full = np.full((len(chunk), len(catalogue)), -np.inf)
-        full[:, cols[known_cols]] = raw[:, known_cols]
-        full[np.isnan(full)] = -np.inf
-        rows = [b for b, h in enumerate(chunk) for item in h if item in catalogue]
-        seen = [catalogue[item] for h in chunk for item in h if item in catalogue]
-        full[rows, seen] = -np.inf
-        order = np.argsort(-full, axis=1, kind="stable")[:, :k]
-        for b, top in enumerate(order):
-            out.append([catalogue_ids[j] for j in top if np.isfinite(full[b, j])])
-    return out
+    from tasks.evaluate import RankingCases, rank_cases
+
+    # Targets do not matter for a top k; any catalogue item stands in.
+    stand_in = [catalogue_ids[0] if catalogue_ids else ""] * len(histories)
+    cases = EvalCases([""] * len(histories), histories, stand_in)
+    _, tops = rank_cases(scorer, RankingCases.build(cases, catalogue_ids), batch_size, top_k=k)
+    assert tops is not None
+    return tops
 
 
 def new_item_share(top_lists: Sequence[Sequence[str]], new_items: set[str]) -> float:
@@ -229,12 +224,17 @@ def _ks(config: Config) -> tuple[int, ...]:
     return tuple(sorted({*config.eval.ks, 10, 20}))
 
 
-def score_cases(scorer: Any, cases: EvalCases, catalogue_ids: list[str], config: Config) -> dict:
+def score_cases(
+    scorer: Any, cases: EvalCases | RankingCases, catalogue_ids: list[str], config: Config
+) -> dict:
     """NDCG/Recall@k and MRR on ``cases`` (NaN metrics when there is no case to score)."""
     from tasks.evaluate import evaluate_scorer
 
     out = evaluate_scorer(scorer, cases, catalogue_ids, _ks(config), config.eval.batch_size)
-    out = {key: float(value) for key, value in out.items()}
+    return _nan_if_empty({key: float(value) for key, value in out.items()})
+
+
+def _nan_if_empty(out: dict[str, float]) -> dict[str, float]:
     if not out["n_cases"]:
         out.update({k: float("nan") for k in out if not k.startswith("n_")})
     return out
@@ -242,18 +242,25 @@ def score_cases(scorer: Any, cases: EvalCases, catalogue_ids: list[str], config:
 
 def next_window_metrics(
     scorer: Any,
-    cases: EvalCases,
+    cases: EvalCases | RankingCases,
     catalogue_ids: list[str],
     new_items: set[str],
     config: Config,
 ) -> dict[str, float]:
-    """The next-window row: ranking metrics, new-item share in the top 10, new-item recall@10."""
-    out = score_cases(scorer, cases, catalogue_ids, config)
-    tops = top_k_items(scorer, cases.histories, catalogue_ids, TOP_K, config.eval.batch_size)
+    """The next-window row: ranking metrics, new-item share in the top 10, new-item recall@10
+    (one scoring pass over the cases)."""
+    from tasks.evaluate import RankingCases, rank_cases, ranking_metrics
+
+    prepared = RankingCases.build(cases, catalogue_ids)
+    ranks, tops = rank_cases(scorer, prepared, config.eval.batch_size, top_k=TOP_K)
+    assert tops is not None
+    out = _nan_if_empty(ranking_metrics(prepared, ranks, _ks(config)))
     out["new_item_share_at_10"] = new_item_share(tops, new_items)
-    fresh = score_cases(scorer, new_item_cases(cases, new_items), catalogue_ids, config)
-    out["new_item_recall_at_10"] = fresh["recall_at_10"]
-    out["n_new_item_cases"] = fresh["n_cases"]
+    targets = prepared.cases.targets
+    fresh = np.array([targets[i] in new_items for i in prepared.keep], dtype=bool)
+    recall = metrics_from_ranks(ranks[fresh], (10,))["recall_at_10"] if fresh.any() else np.nan
+    out["new_item_recall_at_10"] = float(recall)
+    out["n_new_item_cases"] = int(fresh.sum())
     return out
 
 
@@ -378,6 +385,12 @@ def run_update(
     next_cases = timeline.next_cases(step).sample(sample, config.seed)
     update_cases = timeline.update_cases(step).sample(sample, config.seed)
     before_cases = timeline.before_cases(step).sample(sample, config.seed)
+    from tasks.evaluate import RankingCases
+
+    # Resolved against the catalogue once, ranked by every model.
+    next_cases, update_cases, before_cases = (
+        RankingCases.build(c, item_ids) for c in (next_cases, update_cases, before_cases)
+    )
     rows: dict[str, dict[str, Any]] = {}
     for name, scorer in {NO_UPDATE: parent, **scorers}.items():
         row: dict[str, Any] = {}

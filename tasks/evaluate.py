@@ -46,39 +46,91 @@ class Scorer(Protocol):
     def score(self, histories: list[list[str]]) -> np.ndarray: ...
 
 
-def evaluate_scorer(
-    scorer: Scorer,
-    cases: EvalCases,
-    catalogue_ids: Sequence[str],
-    ks: Sequence[int] = (10, 20),
-    batch_size: int = 256,
-) -> dict[str, float]:
-    """Rank the whole catalogue for every case and average NDCG@k, Recall@k and MRR.
+@dataclass
+class RankingCases:
+    """Cases resolved against one catalogue once, to be ranked by any number of scorers.
 
-    Returns ``metrics_from_ranks`` keys plus ``n_cases`` (cases scored), ``n_target_in_history``
-    and ``n_target_unknown`` (cases left out; see the module docstring).
+    ``keep`` indexes the cases that are ranked (target known and not in the history; the others
+    are counted in ``n_target_unknown`` / ``n_target_in_history``), ``target_pos`` holds their
+    targets' catalogue positions, and every case's history items in the catalogue are
+    ``history_pos[indptr[i]:indptr[i + 1]]``.
     """
-    catalogue = {item: j for j, item in enumerate(catalogue_ids)}
-    n = len(catalogue)
-    cols = np.array([catalogue.get(item, -1) for item in scorer.item_ids], dtype=np.int64)
+
+    cases: EvalCases
+    catalogue_ids: list[str]
+    catalogue: dict[str, int]
+    keep: np.ndarray
+    target_pos: np.ndarray
+    indptr: np.ndarray
+    history_pos: np.ndarray
+    n_target_in_history: int
+    n_target_unknown: int
+
+    @classmethod
+    def build(cls, cases: EvalCases | RankingCases, catalogue_ids: Sequence[str]) -> RankingCases:
+        """Resolve ``cases`` against ``catalogue_ids`` (prepared cases pass through unchanged)."""
+        if isinstance(cases, RankingCases):
+            if cases.catalogue_ids != list(catalogue_ids):
+                raise ValueError("cases were prepared for another catalogue")
+            return cases
+        catalogue = {item: j for j, item in enumerate(catalogue_ids)}
+        keep: list[int] = []
+        in_history = unknown = 0
+        lengths = np.zeros(len(cases), dtype=np.int64)
+        positions: list[int] = []
+        for i, (history, target) in enumerate(zip(cases.histories, cases.targets, strict=True)):
+            seen = [catalogue[item] for item in history if item in catalogue]
+            positions.extend(seen)
+            lengths[i] = len(seen)
+            if target not in catalogue:
+                unknown += 1
+            elif target in set(history):
+                in_history += 1
+            else:
+                keep.append(i)
+        indptr = np.zeros(len(cases) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=indptr[1:])
+        return cls(
+            cases=cases,
+            catalogue_ids=list(catalogue_ids),
+            catalogue=catalogue,
+            keep=np.asarray(keep, dtype=np.int64),
+            target_pos=np.asarray([catalogue[cases.targets[i]] for i in keep], dtype=np.int64),
+            indptr=indptr,
+            history_pos=np.asarray(positions, dtype=np.int64),
+            n_target_in_history=in_history,
+            n_target_unknown=unknown,
+        )
+
+    def __len__(self) -> int:
+        return len(self.cases)
+
+
+def rank_cases(
+    scorer: Scorer,
+    prepared: RankingCases,
+    batch_size: int = 256,
+    top_k: int = 0,
+) -> tuple[np.ndarray, list[list[str]] | None]:
+    """Each kept case's target rank (see the module docstring) and, with ``top_k``, every case's
+    top ``top_k`` catalogue items (history excluded; unknown items and NaN scores never
+    recommended; ties in catalogue order), from one scoring pass.
+
+    Without ``top_k`` only the kept cases are scored.
+    """
+    cases, n = prepared.cases, len(prepared.catalogue)
+    cols = np.array([prepared.catalogue.get(i, -1) for i in scorer.item_ids], dtype=np.int64)
     known_cols = np.flatnonzero(cols >= 0)  # scorer columns that are catalogue items
     positions = cols[known_cols]  # their catalogue positions
-
-    keep: list[int] = []
-    in_history = unknown = 0
-    for i, (history, target) in enumerate(zip(cases.histories, cases.targets, strict=True)):
-        if target not in catalogue:
-            unknown += 1
-        elif target in set(history):
-            in_history += 1
-        else:
-            keep.append(i)
-
-    ranks = np.empty(len(keep), dtype=np.int64)
-    for start in range(0, len(keep), batch_size):
-        index = keep[start : start + batch_size]
-        histories = [cases.histories[i] for i in index]
-        raw = np.asarray(scorer.score(histories), dtype=np.float64)
+    scored = np.arange(len(cases)) if top_k else prepared.keep
+    # Where each scored case's rank goes (-1: scored for its top k only).
+    slot = np.full(len(cases), -1, dtype=np.int64)
+    slot[prepared.keep] = np.arange(len(prepared.keep))
+    ranks = np.empty(len(prepared.keep), dtype=np.int64)
+    tops: list[list[str]] | None = [] if top_k else None
+    for start in range(0, len(scored), batch_size):
+        index = scored[start : start + batch_size]
+        raw = np.asarray(scorer.score([cases.histories[i] for i in index]), dtype=np.float64)
         if raw.shape != (len(index), len(scorer.item_ids)):
             raise ValueError(
                 f"scorer returned shape {raw.shape}, expected {(len(index), len(scorer.item_ids))}"
@@ -86,20 +138,53 @@ def evaluate_scorer(
         full = np.full((len(index), n), -np.inf)
         full[:, positions] = raw[:, known_cols]
         full[np.isnan(full)] = -np.inf
-        rows = [b for b, h in enumerate(histories) for item in h if item in catalogue]
-        seen = [catalogue[item] for h in histories for item in h if item in catalogue]
-        target_pos = np.array([catalogue[cases.targets[i]] for i in index], dtype=np.int64)
-        target_score = full[np.arange(len(index)), target_pos][:, None]
+        # The batch's history items, gathered from their CSR segments without a Python loop.
+        lo, lengths = prepared.indptr[index], np.diff(prepared.indptr)[index]
+        rows = np.repeat(np.arange(len(index)), lengths)
+        offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        seen = prepared.history_pos[np.repeat(lo, lengths) + offsets]
         # History items are out of the ranking altogether: NaN compares False with everything.
         full[rows, seen] = np.nan
-        # Pessimistic ties: every other ranked item scoring >= the target ranks above it.
-        ranks[start : start + len(index)] = (full >= target_score).sum(axis=1) - 1
+        ranked = np.flatnonzero(slot[index] >= 0)
+        if len(ranked):
+            target_score = full[ranked, prepared.target_pos[slot[index[ranked]]]][:, None]
+            # Pessimistic ties: every other ranked item scoring >= the target ranks above it.
+            ranks[slot[index[ranked]]] = (full[ranked] >= target_score).sum(axis=1) - 1
+        if tops is not None:
+            full[rows, seen] = -np.inf
+            order = np.argsort(-full, axis=1, kind="stable")[:, :top_k]
+            for b, top in enumerate(order):
+                tops.append([prepared.catalogue_ids[j] for j in top if np.isfinite(full[b, j])])
+    return ranks, tops
 
+
+def ranking_metrics(
+    prepared: RankingCases, ranks: np.ndarray, ks: Sequence[int]
+) -> dict[str, float]:
+    """``metrics_from_ranks`` keys, ``n_cases``, ``n_target_in_history``, ``n_target_unknown``."""
     out: dict[str, float] = dict(metrics_from_ranks(ranks, ks))
-    out["n_cases"] = len(keep)
-    out["n_target_in_history"] = in_history
-    out["n_target_unknown"] = unknown
+    out["n_cases"] = len(ranks)
+    out["n_target_in_history"] = prepared.n_target_in_history
+    out["n_target_unknown"] = prepared.n_target_unknown
     return out
+
+
+def evaluate_scorer(
+    scorer: Scorer,
+    cases: EvalCases | RankingCases,
+    catalogue_ids: Sequence[str],
+    ks: Sequence[int] = (10, 20),
+    batch_size: int = 256,
+) -> dict[str, float]:
+    """Rank the whole catalogue for every case and average NDCG@k, Recall@k and MRR.
+
+    Returns ``metrics_from_ranks`` keys plus ``n_cases`` (cases scored), ``n_target_in_history``
+    and ``n_target_unknown`` (cases left out; see the module docstring). ``cases`` may be
+    prepared once (:class:`RankingCases`) for several scorers.
+    """
+    prepared = RankingCases.build(cases, catalogue_ids)
+    ranks, _ = rank_cases(scorer, prepared, batch_size)
+    return ranking_metrics(prepared, ranks, ks)
 
 
 @dataclass
