@@ -372,6 +372,8 @@ def run_update(
 ) -> tuple[Any, dict[str, Any]]:
     """Update ``step``: train both arms, score everything; return the incremental model and the
     step's figures."""
+    from tasks.evaluate import RankingCases
+
     train, window = timeline.train(step), timeline.parts[step]
     item_ids = timeline.catalogue(step)
     new_items = timeline.new_items(step)
@@ -385,8 +387,6 @@ def run_update(
     next_cases = timeline.next_cases(step).sample(sample, config.seed)
     update_cases = timeline.update_cases(step).sample(sample, config.seed)
     before_cases = timeline.before_cases(step).sample(sample, config.seed)
-    from tasks.evaluate import RankingCases
-
     # Resolved against the catalogue once, ranked by every model.
     next_cases, update_cases, before_cases = (
         RankingCases.build(c, item_ids) for c in (next_cases, update_cases, before_cases)
