@@ -185,6 +185,31 @@ class SeqRec(nn.Module):
             self.id_emb = grown.to(old.device)
 
     @torch.no_grad()
+    def shrink_perturb(self, shrink: float, noise: float) -> None:
+        """Scale every trained weight by ``shrink`` and add ``noise`` times a fresh initialisation
+        (θ ← shrink·θ + noise·θ₀; Ash & Adams, "On Warm-Starting Neural Network Training", 2020).
+
+        A warm start that keeps the parent's weights as they are keeps its overconfidence on what
+        it memorised; shrinking them lets the new data move the model as far as a fresh one would
+        while it keeps what it learned (in direction, if not in scale). The text vectors (a
+        buffer, not trained) are left alone; the padding row stays zero. The fresh draw uses
+        torch's global generator: seed it for a reproducible result.
+        """
+        if not 0.0 < shrink <= 1.0 or noise < 0.0:
+            raise ValueError(f"shrink must be in (0, 1] and noise >= 0, got {shrink}, {noise}")
+        if shrink == 1.0 and noise == 0.0:
+            return
+        fresh = None
+        if noise > 0.0:
+            fresh = dict(SeqRec(self.config, self.num_items, self.text_dim).named_parameters())
+        for name, param in self.named_parameters():
+            param.mul_(shrink)
+            if fresh is not None:
+                param.add_(noise * fresh[name].to(param.device, param.dtype))
+        if self.id_emb is not None:
+            self.id_emb.weight[PAD].zero_()
+
+    @torch.no_grad()
     def set_text_embeddings(self, index: torch.Tensor, embeddings: torch.Tensor) -> None:
         """Replace the text vectors of items ``index`` (after their text or encoder changed)."""
         self.text_emb[index] = embeddings.to(self.text_emb.dtype)

@@ -69,6 +69,7 @@ def train_loop(
     max_steps: int | None = None,
     validate: Callable[[], float] | None = None,
     validate_first: bool = False,
+    before_training: Callable[[], None] | None = None,
     patience: int = 0,
     higher_is_better: bool = True,
     max_seconds: float | None = None,
@@ -83,8 +84,9 @@ def train_loop(
     With ``validate``, the score is computed after every epoch (and before training when
     ``validate_first``, so a warm start that only gets worse keeps its parent's weights); the loop
     stops after ``patience`` epochs without improvement (0 = never stop early) and the best weights
-    are restored at the end. ``max_steps`` and ``max_seconds`` cap the work; a capped epoch still
-    counts and is validated.
+    are restored at the end. ``before_training()`` runs after that first validation and before
+    the first step (a warm start's shrink: epoch 0 is then the parent as it was). ``max_steps`` and
+    ``max_seconds`` cap the work; a capped epoch still counts and is validated.
     """
     start = time.perf_counter()
     report = TrainReport()
@@ -116,6 +118,8 @@ def train_loop(
         score = run_validation(0)
         report.history.append({"epoch": 0, "train_loss": None, "val": score, "steps": 0})
         logger.info("%s: epoch 0 (before training) val=%.4f", desc, score)
+    if before_training is not None:
+        before_training()
 
     for epoch in range(1, max_epochs + 1):
         model.train()

@@ -1,7 +1,10 @@
 """Train the sequential recommender: from scratch, or warm-started from the current champion.
 
 A warm start copies the parent, appends the catalogue's new items (their ID rows start at zero, so
-they are scored from text), refreshes every item's text vector with the current encoder, and trains
+they are scored from text), refreshes every item's text vector with the current encoder, shrinks
+the copied weights towards a fresh initialisation (``train.warm_shrink``, ``train.warm_noise``:
+an unshrunk parent stays overconfident in what it memorised and its updates generalise worse;
+the parent as it was stays the fallback when no epoch beats it on validation), and trains
 on the events that arrived since the parent (each predicted from the user's full history) mixed
 with a seeded replay sample of earlier events, so the update does not forget them. Its cost thus
 grows with the new data, not with the whole history: the loss (a softmax over every item) is
@@ -378,6 +381,12 @@ def fit_recommender(
             if eligible
             else None,
             validate_first=warm,  # an update that only hurts keeps the parent's weights
+            # ... as they were: training starts from the shrunk parent, epoch 0 is the parent.
+            before_training=(
+                lambda: model.shrink_perturb(train_cfg.warm_shrink, train_cfg.warm_noise)
+            )
+            if warm
+            else None,
             patience=train_cfg.patience,
             max_seconds=train_cfg.max_minutes * 60,
             log_every=100,

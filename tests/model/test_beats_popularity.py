@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from recloop.config import load_config
 from recloop.data import EvalCases, holdout_last_events
@@ -166,3 +167,36 @@ def test_fine_tune_end_to_end_with_the_real_encoder(tmp_path) -> None:
     assert second.recommender.item_ids[:100] == first.recommender.item_ids
     assert second.recommender.metadata["encoder_path"] == str(base_encoder_path())
     assert len(list(home.embedding_cache.glob("*.npz"))) == 1
+
+
+def test_warm_start_trains_from_the_shrunk_parent_and_falls_back_to_the_parent(demo) -> None:
+    item_ids = demo.items["item_id"].tolist()
+    events = demo.interactions.sort_values("timestamp", kind="stable")
+    cut = int(len(events) * 0.8)
+    old, new = events.iloc[:cut], events.iloc[cut:]
+    text = _random_text(len(item_ids), 0)
+    short = load_config(overrides={**TINY, "train": {**TINY["train"], "epochs": 2}})
+    parent = fit_recommender(old, item_ids, text, short).recommender
+    # One epoch that cannot move the weights: it validates the shrunk parent itself.
+    frozen = {
+        **TINY["train"],
+        "finetune_epochs": 1,
+        "finetune_learning_rate": 0.0,
+        "warm_shrink": 0.5,
+        "warm_noise": 0.0,
+    }
+    result = fit_recommender(
+        events,
+        item_ids,
+        text,
+        load_config(overrides={**TINY, "train": frozen}),
+        parent=parent,
+        new_interactions=new,
+    )
+    history = result.report["history"]
+    assert [row["epoch"] for row in history] == [0, 1]
+    assert history[0]["val"] != history[1]["val"]  # shrinking changes the ranking
+    factor = 0.5 if result.report["best_epoch"] == 1 else 1.0  # else the parent as it was
+    child = dict(result.recommender.model.named_parameters())
+    for name, param in parent.model.named_parameters():
+        torch.testing.assert_close(child[name], factor * param)

@@ -84,6 +84,35 @@ def test_new_item_scores_from_text_alone() -> None:
     assert rec.popularity[-1] == 0
 
 
+def test_shrink_perturb_scales_trained_weights_towards_a_fresh_initialisation() -> None:
+    rec = _recommender()
+    model = rec.model
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    text = model.text_emb.clone()
+    model.shrink_perturb(1.0, 0.0)  # the parent as it is
+    for name, param in model.named_parameters():
+        assert torch.equal(param, before[name])
+
+    model.shrink_perturb(0.5, 0.0)
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(param, 0.5 * before[name])
+    assert torch.equal(model.text_emb, text)  # the encoder's vectors are not weights to shrink
+
+    torch.manual_seed(3)
+    model.shrink_perturb(0.5, 0.1)
+    torch.manual_seed(3)
+    fresh = dict(SeqRec(model.config, model.num_items, model.text_dim).named_parameters())
+    for name, param in model.named_parameters():
+        expected = 0.25 * before[name] + 0.1 * fresh[name]
+        if name == "id_emb.weight":
+            expected[PAD] = 0.0  # padding stays padding
+        torch.testing.assert_close(param, expected)
+    with pytest.raises(ValueError):
+        model.shrink_perturb(0.0, 0.0)
+    with pytest.raises(ValueError):
+        model.shrink_perturb(0.5, -0.1)
+
+
 def test_id_only_model_has_no_adaptor() -> None:
     rec = _recommender(use_text=False)
     assert rec.model.adaptor is None

@@ -72,6 +72,43 @@ def test_validate_first_keeps_the_starting_weights_when_training_only_hurts() ->
     assert report.best_epoch == 0 and torch.equal(model.weight, start)
 
 
+def test_before_training_runs_after_the_first_validation_and_before_the_first_step() -> None:
+    model, batches, loss = _regression()
+    start = model.weight.detach().clone()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    events: list[str] = []
+    validated: list[torch.Tensor] = []
+
+    def validate() -> float:
+        events.append("validate")
+        validated.append(model.weight.detach().clone())
+        return 1.0 if len(validated) == 1 else 0.0  # training only hurts
+
+    def shrink() -> None:
+        events.append("shrink")
+        with torch.no_grad():
+            model.weight.mul_(0.5)
+
+    def step_loss(m, batch):
+        events.append("step")
+        return loss(m, batch)
+
+    report = train_loop(
+        model,
+        batches,
+        step_loss,
+        opt,
+        max_epochs=1,
+        validate=validate,
+        validate_first=True,
+        before_training=shrink,
+    )
+    assert events[:3] == ["validate", "shrink", "step"]
+    assert torch.equal(validated[0], start)  # epoch 0 is the model as it came
+    # The fallback is the model before the hook ran, not the shrunk one.
+    assert report.best_epoch == 0 and torch.equal(model.weight, start)
+
+
 def test_param_groups_do_not_decay_biases_and_norms() -> None:
     model = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4), nn.Embedding(5, 4))
     decay, no_decay = param_groups(model, 0.1)
