@@ -105,8 +105,9 @@ def test_warm_start_keeps_order_and_adds_new_items(demo) -> None:
     assert rec.score([["i_unknown"], old_ids[:3]]).shape == (2, 300)
 
 
-def test_warm_start_trains_on_the_new_events_plus_a_replay_sample(demo) -> None:
-    config = load_config(overrides=TINY)
+def _parent_of_the_last_events(demo):
+    """(item ids, the first 80 % of events, the last 20 %, text vectors, a short-trained parent
+    on the first 80 %)."""
     item_ids = demo.items["item_id"].tolist()
     events = demo.interactions.sort_values("timestamp", kind="stable")
     cut = int(len(events) * 0.8)
@@ -114,6 +115,12 @@ def test_warm_start_trains_on_the_new_events_plus_a_replay_sample(demo) -> None:
     text = _random_text(len(item_ids), 0)
     short = load_config(overrides={**TINY, "train": {**TINY["train"], "epochs": 2}})
     parent = fit_recommender(old, item_ids, text, short).recommender
+    return item_ids, old, new, text, parent
+
+
+def test_warm_start_trains_on_the_new_events_plus_a_replay_sample(demo) -> None:
+    config = load_config(overrides=TINY)
+    item_ids, old, new, text, parent = _parent_of_the_last_events(demo)
     result = fit_recommender(
         pd.concat([old, new]), item_ids, text, config, parent=parent, new_interactions=new
     )
@@ -170,13 +177,7 @@ def test_fine_tune_end_to_end_with_the_real_encoder(tmp_path) -> None:
 
 
 def test_warm_start_trains_from_the_shrunk_parent_and_falls_back_to_the_parent(demo) -> None:
-    item_ids = demo.items["item_id"].tolist()
-    events = demo.interactions.sort_values("timestamp", kind="stable")
-    cut = int(len(events) * 0.8)
-    old, new = events.iloc[:cut], events.iloc[cut:]
-    text = _random_text(len(item_ids), 0)
-    short = load_config(overrides={**TINY, "train": {**TINY["train"], "epochs": 2}})
-    parent = fit_recommender(old, item_ids, text, short).recommender
+    item_ids, old, new, text, parent = _parent_of_the_last_events(demo)
     # One epoch that cannot move the weights: it validates the shrunk parent itself.
     frozen = {
         **TINY["train"],
@@ -186,7 +187,7 @@ def test_warm_start_trains_from_the_shrunk_parent_and_falls_back_to_the_parent(d
         "warm_noise": 0.0,
     }
     result = fit_recommender(
-        events,
+        pd.concat([old, new]),
         item_ids,
         text,
         load_config(overrides={**TINY, "train": frozen}),
