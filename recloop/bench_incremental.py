@@ -9,8 +9,9 @@ base), so the catalogue grows as ``recloop run`` would see it.
 - The initial model M0 is trained from scratch on the base period.
 - Update ``w`` (1..K) learns window ``w`` (the events ``W_w``): the *incremental* model
   ``M_w = fit_recommender(everything up to W_w, parent=M_{w-1}, new_interactions=W_w)`` grows its
-  parent's item table by the items that arrived with ``W_w`` and trains on the new events plus a
-  seeded replay sample (``tasks.fine_tune``); the *full retrain* ``F_w`` is trained from scratch
+  parent's item table by the items that arrived with ``W_w`` and trains on the new events, the
+  earlier events in their users' recent history and a seeded replay sample of other users'
+  events (``tasks.fine_tune``); the *full retrain* ``F_w`` is trained from scratch
   on the same events and catalogue (as the ``full-retrain`` flow does). Both early-stop on the
   last training item of the users active in ``W_w``.
 - Both are tested on window ``w + 1`` with the models frozen (``--targets``): by default *every*
@@ -330,7 +331,7 @@ def train_arm(
         "trained_on": (
             "from scratch: every event"
             if parent is None
-            else "new events + replayed events"
+            else "new events + their users' earlier events"
             if new_events_supported
             else "focus users' sequences + replayed users"
         ),
@@ -344,6 +345,7 @@ def train_arm(
         "n_train_sequences": report.get("n_train_sequences"),
         "n_targets": report.get("n_targets"),
         "replay_size": report.get("replay_size"),
+        "replay_far": report.get("replay_far"),
         "n_val_users": report.get("n_val_users"),
         "val_ndcg_before": before,
         "best_val_ndcg": report.get("best_val_ndcg"),
@@ -660,8 +662,10 @@ def to_markdown(results: dict[str, Any], stem: str) -> str:
         f"{results['windows'] + 1} windows of {', '.join(map(str, results['window_events'][1:]))} "
         f"events. Update w learns window w and is tested on window w + 1 with the models frozen "
         f"({_CASES[results.get('case_targets', 'first')]}). The incremental model is "
-        "warm-started from the previous update's model and trains on the new events plus a "
-        "replay sample; the full retrain starts from scratch on every event so far. NDCG/Recall "
+        "warm-started from the previous update's model (shrunk) and trains on the new events and "
+        "the earlier events of their users' recent history (plus a replay sample of other users' "
+        "events when `train.replay_size` > 0); the full retrain starts from scratch on every "
+        "event so far. NDCG/Recall "
         "with full ranking over the catalogue known at the time, history excluded, pessimistic "
         "ties; baselines fitted on the same events. Seconds are the training call only (item "
         f"text embedded once beforehand: {results['embed_seconds']:.0f}s, "

@@ -5,16 +5,18 @@ they are scored from text), refreshes every item's text vector with the current 
 the copied weights towards a fresh initialisation (``train.warm_shrink``, ``train.warm_noise``:
 an unshrunk parent stays overconfident in what it memorised and its updates generalise worse;
 the parent as it was stays the fallback when no epoch beats it on validation), and trains
-on the events that arrived since the parent (each predicted from the user's full history) mixed
-with a seeded replay sample of earlier events, so the update does not forget them. Its cost thus
-grows with the new data, not with the whole history: the loss (a softmax over every item) is
-computed only at those target positions. Early stopping watches NDCG@10 (full ranking, history
-excluded) on each focus user's last training item.
+on the events that arrived since the parent (each predicted from the user's full history), on
+the earlier events in those users' recent history (encoded anyway) and on a seeded replay sample
+of other users' earlier events, so the update does not forget them. Its cost thus grows with
+the users of the new data, not with the whole history, and a budget in full-data epochs caps it.
+The loss (a softmax over every item) is computed only at target positions. Early stopping
+watches NDCG@10 (full ranking, history excluded) on each focus user's last training item.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -56,6 +58,12 @@ def catalogue_texts(catalogue: pd.DataFrame) -> list[str]:
     title = catalogue["title"].fillna("").astype(str) if "title" in catalogue else ""
     text = catalogue["text"].fillna("").astype(str) if "text" in catalogue else ""
     return (title + " " + text).str.strip().tolist()
+
+
+def chunk_count(length: int, max_seq_len: int) -> int:
+    """How many (input, target) chunks :func:`training_examples` cuts from a sequence of
+    ``length`` items when every position is a target."""
+    return (length - 2) // max_seq_len + 1 if length >= 2 else 0
 
 
 def training_examples(
@@ -113,24 +121,26 @@ def sample_replay(
     rng: np.random.Generator,
     max_seq_len: int | None = None,
     per_chunk: int = 0,
-) -> tuple[dict[str, np.ndarray], int]:
-    """Target masks for an incremental update: every new event plus ``size`` earlier events.
+) -> tuple[dict[str, np.ndarray], int, int]:
+    """Target masks for an incremental update: every new event, every earlier event in the
+    stretch of history the update encodes anyway, and ``size`` events from the rest.
 
     A position is a candidate target when it has an item before it in the user's sequence.
-    Earlier events are drawn first from the stretch of history the update encodes anyway: the
-    last ``max_seq_len`` positions of the users with new events (the chunk
-    :func:`training_examples` makes around them), where a replayed target costs one more row of
-    the softmax and no extra sequence to encode; uniformly, without replacement. Only when those
-    are fewer than ``size`` does the rest come from every other earlier event, by chunk: the
-    chunks :func:`training_examples` would cut (a whole sequence without ``max_seq_len``) are
-    visited in a seeded random order and each gives up to ``per_chunk`` of its earlier events
-    (0 = all of them), drawn uniformly. Every such chunk is one more sequence to encode, so
-    drawing far events one by one would encode up to ``size`` chunks for ``size`` targets.
-    Returns one boolean mask per user with at least one target, and the number of replayed events.
+    The "near" tier is the last ``max_seq_len`` positions of the users with new events (the chunk
+    :func:`training_examples` makes around them): each of its earlier events costs one more row of
+    the softmax and no extra sequence to encode, so all of them are targets (the update then
+    learns these users' recent history with them, as a full retrain would). ``size`` more
+    earlier events come from every other chunk, the "far" tier, so that users without new events
+    are not forgotten: the chunks :func:`training_examples` would cut (a whole sequence without
+    ``max_seq_len``) are visited in a seeded random order and each gives up to ``per_chunk`` of
+    its earlier events (0 = all of them), drawn uniformly. Every such chunk is one more sequence
+    to encode, so drawing far events one by one would encode up to ``size`` chunks for ``size``
+    targets.
+    Returns one boolean mask per user with at least one target, and the numbers of earlier
+    events replayed from the near and from the far tier.
     """
     masks: dict[str, np.ndarray] = {}
-    near_owners: list[str] = []
-    near_positions: list[np.ndarray] = []
+    n_near = 0
     far_chunks: list[tuple[str, np.ndarray]] = []
     for user in sorted(sequences):
         n = len(sequences[user])
@@ -141,22 +151,15 @@ def sample_replay(
         earlier = np.flatnonzero(~flags)
         earlier = earlier[earlier >= 1]
         near_from = n - max_seq_len if (max_seq_len and mask.any()) else n + 1
-        near = earlier[earlier >= near_from]
-        near_owners.extend([user] * len(near))
-        near_positions.append(near)
+        mask[earlier[earlier >= near_from]] = True
+        n_near += int((earlier >= near_from).sum())
         far = earlier[earlier < near_from]
         if len(far):
             # training_examples' chunk of target position p: (n - 1 - p) // max_seq_len
             chunk_of = (n - 1 - far) // (max_seq_len or n)
             far_chunks += [(user, far[chunk_of == c]) for c in np.unique(chunk_of)]
     replayed = 0
-    positions = np.concatenate(near_positions) if near_positions else np.array([], dtype=int)
-    take = min(size, len(positions))
-    if take > 0:
-        for i in np.sort(rng.choice(len(positions), size=take, replace=False)):
-            masks[near_owners[i]][positions[i]] = True
-        replayed = take
-    for index in rng.permutation(len(far_chunks)) if replayed < size else []:
+    for index in rng.permutation(len(far_chunks)) if size > 0 else []:
         user, chunk = far_chunks[index]
         take = min(size - replayed, len(chunk), per_chunk or len(chunk))
         chosen = chunk if take == len(chunk) else rng.choice(chunk, size=take, replace=False)
@@ -164,7 +167,7 @@ def sample_replay(
         replayed += take
         if replayed >= size:
             break
-    return {user: mask for user, mask in masks.items() if mask.any()}, replayed
+    return {user: mask for user, mask in masks.items() if mask.any()}, n_near, replayed
 
 
 def validation_ndcg(
@@ -231,10 +234,12 @@ def fit_recommender(
     ``text_embeddings`` holds one row per entry of ``item_ids``. With a ``parent``, ``item_ids``
     must start with the parent's ids (new items appended) and training is a warm-started update:
     its targets are the events of ``new_interactions`` (the rows of ``train_interactions`` that
-    arrived since the parent; default: every event of the focus users) plus
-    ``config.train.replay_size`` earlier events drawn with the seed (:func:`sample_replay`), each
-    predicted from the user's whole history. Without a parent, every event is trained on from
-    scratch (``focus_users`` then only selects the validation users; empty = all users).
+    arrived since the parent; default: every event of the focus users), the earlier events in
+    the chunks of history around them, and ``config.train.replay_size`` earlier events of other
+    chunks drawn with the seed (:func:`sample_replay`), each predicted from the user's history,
+    for at most ``finetune_epochs`` and ``finetune_budget`` full-data epochs' worth of steps.
+    Without a parent, every event is trained on from scratch (``focus_users`` then only selects
+    the validation users; empty = all users).
 
     Early stopping watches NDCG@10 on ``validation`` when given (e.g. the leave-one-out validation
     cases, whose targets are not in ``train_interactions``): every training event is then trained
@@ -319,7 +324,7 @@ def fit_recommender(
 
         if warm:
             train_seqs = {u: train_seq(u) for u in users}
-            masks, n_replay = sample_replay(
+            masks, n_near, n_far = sample_replay(
                 train_seqs,
                 new_flags,
                 train_cfg.replay_size,
@@ -329,6 +334,7 @@ def fit_recommender(
             )
             chosen = sorted(masks)
             n_targets = sum(int(m.sum()) for m in masks.values())
+            n_replay = n_near + n_far
             n_new_targets = n_targets - n_replay
             x, y = training_examples(
                 [train_seqs[u] for u in chosen],
@@ -336,13 +342,23 @@ def fit_recommender(
                 [masks[u] for u in chosen],
             )
             epochs, lr = train_cfg.finetune_epochs, train_cfg.finetune_learning_rate
+            patience = train_cfg.finetune_patience
+            max_steps = None
+            if train_cfg.finetune_budget > 0:
+                # The steps of one epoch over every training event, as a retrain would take them.
+                full_epoch = (
+                    sum(chunk_count(len(train_seqs[u]), config.model.max_seq_len) for u in users)
+                    / train_cfg.batch_size
+                )
+                max_steps = max(1, math.ceil(train_cfg.finetune_budget * full_epoch))
         else:
-            chosen, n_replay = users, 0
+            chosen, n_replay, n_far = users, 0, 0
             x, y = training_examples([train_seq(u) for u in chosen], config.model.max_seq_len)
             n_targets = n_new_targets = int((y != PAD).sum())
             epochs, lr = train_cfg.epochs, train_cfg.learning_rate
+            patience, max_steps = train_cfg.patience, None
         logger.info(
-            "fine_tune: %s, %d items (%d new), %d sequences, %d targets (%d replayed), "
+            "fine_tune: %s, %d items (%d new), %d sequences, %d targets (%d replayed, %d far), "
             "%d examples, %d validation users",
             "warm start" if warm else "from scratch",
             len(item_ids),
@@ -350,6 +366,7 @@ def fit_recommender(
             len(chosen),
             n_targets,
             n_replay,
+            n_far,
             len(x),
             len(eligible),
         )
@@ -377,6 +394,7 @@ def fit_recommender(
             step_loss,
             optimizer,
             max_epochs=epochs,
+            max_steps=max_steps,
             validate=(lambda: validation_ndcg(model, val_histories, val_targets))
             if eligible
             else None,
@@ -387,7 +405,7 @@ def fit_recommender(
             )
             if warm
             else None,
-            patience=train_cfg.patience,
+            patience=patience,
             max_seconds=train_cfg.max_minutes * 60,
             log_every=100,
             desc="fine_tune" if warm else "train",
@@ -410,6 +428,7 @@ def fit_recommender(
         "best_val_ndcg": report.best_val,
         "best_epoch": report.best_epoch,
         "stopped_reason": report.stopped_reason,
+        "max_steps": max_steps,
         "n_new_items": n_new,
         "n_items": len(item_ids),
         "n_train_sequences": len(chosen),
@@ -418,7 +437,8 @@ def fit_recommender(
         "n_new_targets": n_new_targets,
         "n_val_users": len(eligible),
         "warm_start": warm,
-        "replay_size": n_replay,
+        "replay_size": n_replay,  # earlier events trained on again, near and far
+        "replay_far": n_far,
         "history": report.history,
     }
     return FineTuneResult(recommender, result_report)

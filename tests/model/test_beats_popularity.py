@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,7 +11,7 @@ import torch
 
 from recloop.config import load_config
 from recloop.data import EvalCases, holdout_last_events
-from tasks.fine_tune import fit_recommender, training_examples
+from tasks.fine_tune import chunk_count, fit_recommender, training_examples
 
 pytestmark = pytest.mark.model
 
@@ -100,7 +102,7 @@ def test_warm_start_keeps_order_and_adds_new_items(demo) -> None:
     assert first.item_ids == old_ids  # the parent is not modified
     report = result.report
     assert report["warm_start"] and report["n_new_items"] == 50
-    assert report["replay_size"] <= 50
+    assert report["replay_far"] <= 50
     assert report["history"][0]["epoch"] == 0  # the parent's weights are validated first
     assert rec.score([["i_unknown"], old_ids[:3]]).shape == (2, 300)
 
@@ -126,16 +128,24 @@ def test_warm_start_trains_on_the_new_events_plus_a_replay_sample(demo) -> None:
     )
     report = result.report
     # Targets: every new event with an earlier event of its user, minus each new user's last
-    # event (held out for early stopping), plus exactly replay_size earlier events.
+    # event (held out for early stopping), plus the earlier events inside the last max_seq_len
+    # positions of the users with new events, plus exactly replay_size events from elsewhere.
     everything = pd.concat([old, new])
     position = everything.groupby("user_id").cumcount()
     is_new = np.r_[np.zeros(len(old), bool), np.ones(len(new), bool)]
     predictable = int((is_new & (position.to_numpy() >= 1)).sum())
     validation_users = report["n_val_users"]
-    assert report["replay_size"] == 50
+    assert report["replay_far"] == 50
     assert report["n_new_targets"] == predictable - validation_users
-    assert report["n_train_targets"] == report["n_new_targets"] + 50
-    assert report["n_train_targets"] < len(everything) / 4  # cost follows the new data
+    assert report["n_train_targets"] == report["n_new_targets"] + report["replay_size"]
+    # The near tier (exact semantics: tests/unit/test_fine_tune.py) lies within the active
+    # users' last max_seq_len events.
+    active = everything[everything["user_id"].isin(new["user_id"])]
+    recent = active.groupby("user_id").size().clip(upper=config.model.max_seq_len)
+    assert 0 < report["replay_size"] - 50 <= int(recent.sum())
+    # Cost follows the new data: the users with new events, plus at most one user per far event.
+    assert report["n_train_sequences"] <= new["user_id"].nunique() + 50
+    assert report["n_train_sequences"] < everything["user_id"].nunique()
 
 
 def test_training_examples_chunk_long_sequences() -> None:
@@ -174,6 +184,24 @@ def test_fine_tune_end_to_end_with_the_real_encoder(tmp_path) -> None:
     assert second.recommender.item_ids[:100] == first.recommender.item_ids
     assert second.recommender.metadata["encoder_path"] == str(base_encoder_path())
     assert len(list(home.embedding_cache.glob("*.npz"))) == 1
+
+
+def test_an_updates_steps_are_capped_at_its_budget_of_full_data_epochs(demo) -> None:
+    item_ids, old, new, text, parent = _parent_of_the_last_events(demo)
+    budget = {**TINY["train"], "finetune_epochs": 50, "finetune_patience": 0}
+    budget["finetune_budget"] = 0.5
+    config = load_config(overrides={**TINY, "train": budget})
+    everything = pd.concat([old, new])
+    result = fit_recommender(
+        everything, item_ids, text, config, parent=parent, new_interactions=new
+    )
+    report = result.report
+    # One full-data epoch: every user's chunks (validation users hold out their last event).
+    lengths = everything.groupby("user_id").size()
+    chunks = [sum(chunk_count(n - cut, 20) for n in lengths) for cut in (1, 0)]
+    assert math.ceil(0.5 * chunks[0] / 64) <= report["max_steps"] <= math.ceil(0.5 * chunks[1] / 64)
+    assert report["steps"] == report["max_steps"] and report["stopped_reason"] == "max_steps"
+    assert report["epochs"] < 50
 
 
 def test_warm_start_trains_from_the_shrunk_parent_and_falls_back_to_the_parent(demo) -> None:

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from models.sasrec import PAD
-from tasks.fine_tune import new_event_flags, sample_replay, training_examples
+from tasks.fine_tune import chunk_count, new_event_flags, sample_replay, training_examples
 
 pytestmark = pytest.mark.unit
 
@@ -42,8 +42,8 @@ def _history() -> tuple[dict[str, list[int]], dict[str, np.ndarray]]:
 
 def test_replay_keeps_every_new_event_and_adds_the_requested_number_of_earlier_ones() -> None:
     sequences, flags = _history()
-    masks, replayed = sample_replay(sequences, flags, 3, np.random.default_rng(0))
-    assert replayed == 3
+    masks, near, far = sample_replay(sequences, flags, 3, np.random.default_rng(0))
+    assert (near, far) == (0, 3)  # without max_seq_len no history is encoded "anyway"
     # New events are always targets, except a first event (nothing to predict it from).
     assert masks["u1"][3:].all() and masks["u4"].tolist() == [False, True]
     assert "u3" not in masks  # its only event is a first event
@@ -57,7 +57,7 @@ def test_replay_sample_is_seeded() -> None:
     sequences, flags = _history()
 
     def sample(seed: int) -> dict[str, list[bool]]:
-        masks, _ = sample_replay(sequences, flags, 2, np.random.default_rng(seed))
+        masks, *_ = sample_replay(sequences, flags, 2, np.random.default_rng(seed))
         return {u: m.tolist() for u, m in masks.items()}
 
     assert sample(1) == sample(1)
@@ -66,8 +66,8 @@ def test_replay_sample_is_seeded() -> None:
 
 def test_replay_size_larger_than_the_history_replays_all_of_it() -> None:
     sequences, flags = _history()
-    masks, replayed = sample_replay(sequences, flags, 100, np.random.default_rng(0))
-    assert replayed == 4
+    masks, near, far = sample_replay(sequences, flags, 100, np.random.default_rng(0))
+    assert (near, far) == (0, 4)
     assert masks["u1"].tolist() == [False, True, True, True, True]
     assert masks["u2"].tolist() == [False, True, True]
 
@@ -82,16 +82,16 @@ def test_training_examples_with_target_masks_drop_chunks_without_targets() -> No
     assert x[1].tolist() == [PAD, PAD, PAD, 4] and y[1].tolist() == [PAD, PAD, PAD, 5]
 
 
-def test_replay_draws_first_from_the_history_the_update_encodes_anyway() -> None:
+def test_replay_takes_all_of_the_history_the_update_encodes_anyway() -> None:
     sequences, flags = _history()
     # max_seq_len 3: u1's chunk around its new events covers positions 2..4, so position 2 is
     # the only "near" earlier event (u2 has no new event: all of it is "far").
-    masks, replayed = sample_replay(sequences, flags, 1, np.random.default_rng(0), max_seq_len=3)
-    assert replayed == 1
+    masks, near, far = sample_replay(sequences, flags, 0, np.random.default_rng(0), max_seq_len=3)
+    assert (near, far) == (1, 0)  # the near tier is taken whole, even with no replay asked for
     assert masks["u1"].tolist() == [False, False, True, True, True] and "u2" not in masks
-    # Asking for more tops up from the far tier.
-    masks, replayed = sample_replay(sequences, flags, 2, np.random.default_rng(0), max_seq_len=3)
-    assert replayed == 2 and masks["u1"][2]
+    # replay_size counts the far tier only: u1's position 1 or one of u2's positions.
+    masks, near, far = sample_replay(sequences, flags, 1, np.random.default_rng(0), max_seq_len=3)
+    assert (near, far) == (1, 1) and masks["u1"][2]
     assert masks["u1"][1] + (masks["u2"].sum() if "u2" in masks else 0) == 1
 
 
@@ -100,14 +100,20 @@ def test_far_replay_is_taken_by_chunk_so_few_extra_sequences_are_encoded() -> No
     # max_seq_len 4 each user's targets (positions 1..11) fall in chunks of 4, 4 and 3 positions.
     sequences = {f"u{k:02d}": list(range(1, 13)) for k in range(20)}
     flags = {user: np.zeros(12, dtype=bool) for user in sequences}
-    masks, replayed = sample_replay(
+    masks, near, far = sample_replay(
         sequences, flags, 6, np.random.default_rng(0), max_seq_len=4, per_chunk=3
     )
-    assert replayed == 6
+    assert (near, far) == (0, 6)
     x, y = training_examples([sequences[u] for u in masks], 4, list(masks.values()))
     assert len(x) == 2  # 6 targets from 2 chunks of 3, not from up to 6 chunks
     assert int((y != PAD).sum()) == 6
     # per_chunk 0 takes whole chunks: 6 targets from 2 chunks (4 + 2, or 3 + 3, ...).
-    masks, replayed = sample_replay(sequences, flags, 6, np.random.default_rng(0), max_seq_len=4)
+    masks, near, far = sample_replay(sequences, flags, 6, np.random.default_rng(0), max_seq_len=4)
     x, _ = training_examples([sequences[u] for u in masks], 4, list(masks.values()))
-    assert replayed == 6 and len(x) == 2
+    assert (near, far) == (0, 6) and len(x) == 2
+
+
+def test_chunk_count_matches_the_chunks_training_examples_cuts() -> None:
+    for length in range(0, 30):
+        x, _ = training_examples([list(range(1, length + 1))], max_seq_len=4)
+        assert chunk_count(length, 4) == len(x), length
