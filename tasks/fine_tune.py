@@ -151,8 +151,9 @@ def sample_replay(
         earlier = np.flatnonzero(~flags)
         earlier = earlier[earlier >= 1]
         near_from = n - max_seq_len if (max_seq_len and mask.any()) else n + 1
-        mask[earlier[earlier >= near_from]] = True
-        n_near += int((earlier >= near_from).sum())
+        near = earlier[earlier >= near_from]
+        mask[near] = True
+        n_near += len(near)
         far = earlier[earlier < near_from]
         if len(far):
             # training_examples' chunk of target position p: (n - 1 - p) // max_seq_len
