@@ -90,6 +90,10 @@ class TrainConfig:
     # history would otherwise cost a sizeable share of a retrain, which runs best + patience
     # epochs (16-30 on the real sets).
     finetune_budget: float = 2.0
+    # The share of that budget an update takes before early stopping may end it (0 = patience
+    # alone decides): on movielens-latest-small an update has 2-3 steps per epoch, and patience
+    # ended it after 6-9 steps, before the shrunk parent had recovered.
+    finetune_min_share: float = 0.0
     batch_size: int = 64
     learning_rate: float = 1e-3
     finetune_learning_rate: float = 1e-3

@@ -71,6 +71,7 @@ def train_loop(
     validate_first: bool = False,
     before_training: Callable[[], None] | None = None,
     patience: int = 0,
+    min_steps: int = 0,
     higher_is_better: bool = True,
     max_seconds: float | None = None,
     grad_clip: float | None = 1.0,
@@ -83,7 +84,8 @@ def train_loop(
     shuffling from it), ``step_loss(model, batch)`` returns the scalar loss of one batch.
     With ``validate``, the score is computed after every epoch (and before training when
     ``validate_first``, so a warm start that only gets worse keeps its parent's weights); the loop
-    stops after ``patience`` epochs without improvement (0 = never stop early) and the best weights
+    stops after ``patience`` epochs without improvement (0 = never stop early; never before
+    ``min_steps`` optimiser steps have been taken) and the best weights
     are restored at the end. ``before_training()`` runs after that first validation and before
     the first step (a warm start's shrink: epoch 0 is then the parent as it was). ``max_steps`` and
     ``max_seconds`` cap the work; a capped epoch still counts and is validated.
@@ -174,7 +176,12 @@ def train_loop(
         if capped:
             report.stopped_reason = capped
             break
-        if validate is not None and patience > 0 and bad_epochs >= patience:
+        if (
+            validate is not None
+            and patience > 0
+            and bad_epochs >= patience
+            and report.steps >= min_steps
+        ):
             report.stopped_reason = "early_stopping"
             break
         if not losses:  # nothing to train on: further epochs would be empty too

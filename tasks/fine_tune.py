@@ -344,7 +344,7 @@ def fit_recommender(
             )
             epochs, lr = train_cfg.finetune_epochs, train_cfg.finetune_learning_rate
             patience = train_cfg.finetune_patience
-            max_steps = None
+            max_steps, min_steps = None, 0
             if train_cfg.finetune_budget > 0:
                 # The steps of one epoch over every training event, as a retrain would take them.
                 full_epoch = (
@@ -352,12 +352,13 @@ def fit_recommender(
                     / train_cfg.batch_size
                 )
                 max_steps = max(1, math.ceil(train_cfg.finetune_budget * full_epoch))
+                min_steps = math.ceil(train_cfg.finetune_min_share * max_steps)
         else:
             chosen, n_replay, n_far = users, 0, 0
             x, y = training_examples([train_seq(u) for u in chosen], config.model.max_seq_len)
             n_targets = n_new_targets = int((y != PAD).sum())
             epochs, lr = train_cfg.epochs, train_cfg.learning_rate
-            patience, max_steps = train_cfg.patience, None
+            patience, max_steps, min_steps = train_cfg.patience, None, 0
         logger.info(
             "fine_tune: %s, %d items (%d new), %d sequences, %d targets (%d replayed, %d far), "
             "%d examples, %d validation users",
@@ -407,6 +408,7 @@ def fit_recommender(
             if warm
             else None,
             patience=patience,
+            min_steps=min_steps,
             max_seconds=train_cfg.max_minutes * 60,
             log_every=100,
             desc="fine_tune" if warm else "train",
@@ -430,6 +432,7 @@ def fit_recommender(
         "best_epoch": report.best_epoch,
         "stopped_reason": report.stopped_reason,
         "max_steps": max_steps,
+        "min_steps": min_steps,
         "n_new_items": n_new,
         "n_items": len(item_ids),
         "n_train_sequences": len(chosen),

@@ -54,6 +54,25 @@ def test_early_stopping_restores_best_weights() -> None:
     assert [row["epoch"] for row in report.history] == [1, 2, 3, 4, 5]
 
 
+def test_min_steps_holds_off_early_stopping_until_enough_steps_are_taken() -> None:
+    model, batches, loss = _regression()  # 4 steps per epoch
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    scores = iter([0.5, 0.4, 0.3, 0.2, 0.9, 0.1, 0.1, 0.1])
+    seen: list[torch.Tensor] = []
+
+    def validate() -> float:
+        seen.append(model.weight.detach().clone())
+        return next(scores)
+
+    report = train_loop(
+        model, batches, loss, opt, max_epochs=8, validate=validate, patience=2, min_steps=20
+    )
+    # Patience alone would stop after epoch 3; the 20 steps run to the end of epoch 5, whose
+    # score is the best, and patience then ends the run two epochs later.
+    assert report.stopped_reason == "early_stopping" and report.epochs == 7
+    assert report.best_epoch == 5 and torch.equal(model.weight, seen[4])
+
+
 def test_validate_first_keeps_the_starting_weights_when_training_only_hurts() -> None:
     model, batches, loss = _regression()
     start = model.weight.detach().clone()
