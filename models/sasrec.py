@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 PAD = 0
 # What a checkpoint saved before a RecommenderConfig key existed meant by it.
-LEGACY_MODEL_ARGS: dict[str, Any] = {"temperature": 0.0}
+LEGACY_MODEL_ARGS: dict[str, Any] = {"temperature": 0.0, "id_min_count": 0}
 
 
 class SeqRec(nn.Module):
@@ -45,6 +45,10 @@ class SeqRec(nn.Module):
         hidden = config.hidden_size
         # Not trained: the text vectors come from the (separately pretrained) encoder.
         self.register_buffer("text_emb", torch.zeros(num_items + 1, text_dim))
+        # 1 where an item's ID embedding counts (see set_id_gate); the padding row is 0.
+        gate = torch.ones(num_items + 1)
+        gate[PAD] = 0.0
+        self.register_buffer("id_gate", gate)
         # A plain linear map: a LayerNorm here would give every item a norm of ~sqrt(H) from the
         # start, and logits that large make the first epochs of full-softmax training unstable.
         self.adaptor = nn.Linear(text_dim, hidden) if config.use_text else None
@@ -97,11 +101,21 @@ class SeqRec(nn.Module):
         return self.adaptor(self.text_emb)
 
     def item_repr(self) -> torch.Tensor:
-        """Every item's representation, ``(N+1, H)``: adaptor(text) + ID embedding."""
+        """Every item's representation, ``(N+1, H)``: adaptor(text) + ID embedding (the latter
+        only for items whose ``id_gate`` is open)."""
         out = self.text_repr()
         if self.id_emb is not None:
-            out = out + self.id_emb.weight
+            out = out + self.id_emb.weight * self.id_gate.unsqueeze(-1)
         return out
+
+    @torch.no_grad()
+    def set_id_gate(self, counts: torch.Tensor | np.ndarray) -> None:
+        """Open the ID embedding of the items with at least ``config.id_min_count`` training
+        events (``counts``, ``(N,)``, in catalogue order); the others score from text alone."""
+        counts = torch.as_tensor(np.asarray(counts), device=self.id_gate.device)
+        if counts.shape != (self.num_items,):
+            raise ValueError(f"expected {self.num_items} item counts, got {tuple(counts.shape)}")
+        self.id_gate[1:] = (counts >= self.config.id_min_count).to(self.id_gate.dtype)
 
     def encode(self, input_ids: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
         """Hidden states ``(B, T, H)`` of left-padded sequences ``input_ids`` ``(B, T)``."""
@@ -177,6 +191,9 @@ class SeqRec(nn.Module):
         if new.shape[0] == 0:
             return
         self.text_emb = torch.cat([self.text_emb, new.to(self.text_emb.device)])
+        # A new item has no training events yet: text alone, until set_id_gate says otherwise.
+        closed = torch.zeros(new.shape[0], dtype=self.id_gate.dtype, device=self.id_gate.device)
+        self.id_gate = torch.cat([self.id_gate, closed])
         if self.id_emb is not None:
             old = self.id_emb.weight
             grown = nn.Embedding(old.shape[0] + new.shape[0], old.shape[1], padding_idx=PAD)
@@ -363,7 +380,11 @@ class Recommender:
         # Keys added to RecommenderConfig later take the value that reproduces older checkpoints.
         config = RecommenderConfig(**{**LEGACY_MODEL_ARGS, **checkpoint["model_args"]})
         model = SeqRec(config, len(checkpoint["item_ids"]), int(checkpoint["text_dim"]))
-        model.load_state_dict(checkpoint["state_dict"])
+        state = dict(checkpoint["state_dict"])
+        # A checkpoint from before the ID gate used every item's ID embedding (the open gate
+        # the new model starts with).
+        state.setdefault("id_gate", model.id_gate)
+        model.load_state_dict(state)
         return cls(
             model,
             list(checkpoint["item_ids"]),

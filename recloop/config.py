@@ -70,6 +70,12 @@ class RecommenderConfig:
     max_seq_len: int = 200
     use_text: bool = True  # items represented from their text embeddings through a learned adaptor
     use_id: bool = True  # plus a learned ID embedding (zero for items never trained on)
+    # Training events an item needs before its ID embedding counts: below it the item is scored
+    # from its text alone. Reset from the training data at every training, so an item gains its
+    # ID once it has the history. 1 = every item trained on. Measured on
+    # amazon-instruments-2014 (LOO text+ID test NDCG@10, one seed): 1: 0.0746, 3: 0.0708,
+    # 5: 0.0697, 10: 0.0676 -- even a few events' ID row helps there.
+    id_min_count: int = 1
     temperature: float = 0.0  # > 0: cosine scores / temperature (L2-normalised); 0: dot product
 
 
@@ -94,6 +100,9 @@ class TrainConfig:
     # alone decides): on movielens-latest-small an update has 2-3 steps per epoch, and patience
     # ended it after 6-9 steps, before the shrunk parent had recovered.
     finetune_min_share: float = 0.0
+    # Whether the parent as it was (validated before the update's first step) may win the
+    # update's validation and be kept; False: the best trained epoch is kept.
+    finetune_parent_fallback: bool = True
     batch_size: int = 64
     learning_rate: float = 1e-3
     finetune_learning_rate: float = 1e-3

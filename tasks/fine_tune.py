@@ -284,6 +284,7 @@ def fit_recommender(
         popularity = np.zeros(len(item_ids))
         popularity[counts.index.to_numpy(dtype=int) - 1] = counts.to_numpy()
         recommender.popularity = popularity
+        model.set_id_gate(popularity)
 
         sequences = {
             user: [index[i] for i in items] for user, items in build_sequences(interactions).items()
@@ -400,7 +401,8 @@ def fit_recommender(
             validate=(lambda: validation_ndcg(model, val_histories, val_targets))
             if eligible
             else None,
-            validate_first=warm,  # an update that only hurts keeps the parent's weights
+            # An update that only hurts keeps the parent's weights.
+            validate_first=warm and train_cfg.finetune_parent_fallback,
             # ... as they were: training starts from the shrunk parent, epoch 0 is the parent.
             before_training=(
                 lambda: model.shrink_perturb(train_cfg.warm_shrink, train_cfg.warm_noise)

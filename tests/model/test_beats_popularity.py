@@ -107,6 +107,32 @@ def test_warm_start_keeps_order_and_adds_new_items(demo) -> None:
     assert rec.score([["i_unknown"], old_ids[:3]]).shape == (2, 300)
 
 
+def test_an_items_id_embedding_opens_once_the_training_data_holds_enough_of_its_events(
+    demo,
+) -> None:
+    gated = {**TINY, "model": {**TINY["model"], "id_min_count": 5}}
+    one_epoch = {**gated, "train": {**TINY["train"], "epochs": 1, "finetune_epochs": 1}}
+    item_ids = demo.items["item_id"].tolist()
+    events = demo.interactions.sort_values("timestamp", kind="stable")
+    cut = int(len(events) * 0.5)
+    text = _random_text(len(item_ids), 0)
+
+    def counts(part: pd.DataFrame) -> np.ndarray:
+        return part["item_id"].value_counts().reindex(item_ids, fill_value=0).to_numpy()
+
+    first = fit_recommender(events.iloc[:cut], item_ids, text, load_config(overrides=one_epoch))
+    gate = first.recommender.model.id_gate[1:].numpy()
+    np.testing.assert_array_equal(gate, (counts(events.iloc[:cut]) >= 5).astype(np.float32))
+    assert 0 < gate.sum() < len(item_ids)  # both kinds of item are there
+    later = fit_recommender(
+        events, item_ids, text, load_config(overrides=one_epoch), parent=first.recommender
+    )
+    reopened = later.recommender.model.id_gate[1:].numpy()
+    np.testing.assert_array_equal(reopened, (counts(events) >= 5).astype(np.float32))
+    assert reopened.sum() > gate.sum()  # items that gained enough history gained their ID
+    np.testing.assert_array_equal(first.recommender.model.id_gate[1:].numpy(), gate)
+
+
 def _parent_of_the_last_events(demo):
     """(item ids, the first 80 % of events, the last 20 %, text vectors, a short-trained parent
     on the first 80 %)."""

@@ -162,3 +162,44 @@ def test_save_load_round_trip(tmp_path) -> None:
     assert loaded.item_ids == rec.item_ids
     assert loaded.metadata == {"note": "test"}
     assert loaded.config == rec.config
+
+
+def test_id_gate_scores_items_with_too_little_history_from_text_alone() -> None:
+    rec = _recommender(id_min_count=3)
+    model = rec.model
+    history = [["i1", "i2", "i3"]]
+    open_scores = rec.score(history)
+    counts = np.zeros(20)
+    counts[:10] = 3  # items i0..i9 have enough history, i10..i19 do not
+    model.set_id_gate(counts)
+    assert model.id_gate[PAD] == 0 and model.id_gate[1:11].eq(1).all()
+    assert model.id_gate[11:].eq(0).all()
+    gated = rec.score(history)
+    with torch.no_grad():
+        inputs = torch.tensor([[rec.index[i] for i in history[0]]])
+        h = model.encode(inputs)[0, -1]
+        text_scores = (model.text_repr()[11:] @ h).numpy()
+        full_scores = (model.item_repr()[1:11] @ h).numpy()
+    np.testing.assert_allclose(gated[0, 10:], text_scores, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(gated[0, :10], full_scores, rtol=1e-5, atol=1e-6)
+    # the history items i1..i3 are gated open, so the user state is as before: only the
+    # scores of the gated items changed
+    np.testing.assert_allclose(gated[0, :10], open_scores[0, :10], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(gated[0, 10:], open_scores[0, 10:], atol=1e-4)
+    rec.add_items(["new"], _text(1, seed=3).numpy())
+    assert model.id_gate.shape == (22,) and model.id_gate[21] == 0  # new: text alone
+    with pytest.raises(ValueError, match="21 item counts"):
+        model.set_id_gate(np.ones(20))
+
+
+def test_checkpoint_from_before_the_id_gate_loads_with_every_id_open(tmp_path) -> None:
+    rec = _recommender()
+    path = rec.save(tmp_path / "model.pt")
+    raw = torch.load(path, weights_only=True)
+    del raw["state_dict"]["id_gate"]  # as saved before the gate existed
+    del raw["model_args"]["id_min_count"]
+    torch.save(raw, path)
+    loaded = Recommender.load(path)
+    assert loaded.config.id_min_count == 0 and loaded.model.id_gate[1:].eq(1).all()
+    history = [["i1", "i2", "i3"]]
+    np.testing.assert_array_equal(loaded.score(history), rec.score(history))
