@@ -348,6 +348,8 @@ def train_arm(
         "replay_far": report.get("replay_far"),
         "n_val_users": report.get("n_val_users"),
         "val_ndcg_before": before,
+        "memorisation_gap": report.get("memorisation_gap"),
+        "shrink": report.get("shrink"),
         "best_val_ndcg": report.get("best_val_ndcg"),
     }
     return result.recommender, figures

@@ -207,6 +207,49 @@ def validation_ndcg(
     return metrics_from_ranks(np.concatenate(ranks), (k,))[f"ndcg_at_{k}"]
 
 
+def mean_cross_entropy(
+    model: SeqRec, x: torch.Tensor, y: torch.Tensor, batch_size: int = 64
+) -> float:
+    """The mean full-softmax cross-entropy of ``model`` (eval mode, no dropout) over the
+    targets of the examples ``(x, y)``; NaN without targets."""
+    model.eval()
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(x), batch_size):
+            inputs, targets = x[start : start + batch_size], y[start : start + batch_size]
+            n = int((targets != PAD).sum())
+            if n == 0:
+                continue
+            _, loss = model(inputs.to(device), targets.to(device))
+            assert loss is not None
+            total, count = total + float(loss) * n, count + n
+    return total / count if count else float("nan")
+
+
+def memorisation_gap(
+    model: SeqRec,
+    sequences: list[list[int]],
+    masks: list[np.ndarray],
+    new_flags: list[np.ndarray],
+    max_seq_len: int,
+    known_items: int,
+) -> float:
+    """How much worse ``model`` predicts the new events (``masks & new_flags``) than the
+    earlier ones it was trained on (``masks & ~new_flags``): the difference of the mean
+    cross-entropies, in nats. Only targets among the first ``known_items`` items count (an item
+    the model has never been trained on says nothing about what it memorised). NaN when either
+    side has no target."""
+
+    def mean_ce(target_masks: list[np.ndarray]) -> float:
+        x, y = training_examples(sequences, max_seq_len, target_masks)
+        return mean_cross_entropy(model, x, y.masked_fill(y > known_items, PAD))
+
+    new = [m & f for m, f in zip(masks, new_flags, strict=True)]
+    old = [m & ~f for m, f in zip(masks, new_flags, strict=True)]
+    return mean_ce(new) - mean_ce(old)
+
+
 def _catalogue_order(
     catalogue: pd.DataFrame, parent: Recommender | None
 ) -> tuple[list[str], list[str]]:
@@ -343,6 +386,34 @@ def fit_recommender(
                 config.model.max_seq_len,
                 [masks[u] for u in chosen],
             )
+
+            # Shrink only a parent that has memorised its training data (see warm_shrink_gap);
+            # without both new and earlier targets there is no gap to go by: shrink.
+            def flags_of(user: str) -> np.ndarray:
+                n = len(masks[user])
+                return np.asarray(new_flags.get(user, np.zeros(n, dtype=bool)), dtype=bool)[:n]
+
+            gap = memorisation_gap(
+                model,
+                [train_seqs[u] for u in chosen],
+                [masks[u] for u in chosen],
+                [flags_of(u) for u in chosen],
+                config.model.max_seq_len,
+                len(parent.item_ids),
+            )
+            threshold = train_cfg.warm_shrink_gap
+            shrink = (
+                train_cfg.warm_shrink
+                if threshold <= 0 or math.isnan(gap) or gap >= threshold
+                else 1.0
+            )
+            logger.info(
+                "fine_tune: the parent predicts the new events %.3f nats worse than the earlier "
+                "ones: shrink %.2f (threshold %.2f)",
+                gap,
+                shrink,
+                threshold,
+            )
             epochs, lr = train_cfg.finetune_epochs, train_cfg.finetune_learning_rate
             patience = train_cfg.finetune_patience
             max_steps, min_steps = None, 0
@@ -360,6 +431,7 @@ def fit_recommender(
             n_targets = n_new_targets = int((y != PAD).sum())
             epochs, lr = train_cfg.epochs, train_cfg.learning_rate
             patience, max_steps, min_steps = train_cfg.patience, None, 0
+            gap, shrink = float("nan"), 1.0
         logger.info(
             "fine_tune: %s, %d items (%d new), %d sequences, %d targets (%d replayed, %d far), "
             "%d examples, %d validation users",
@@ -404,9 +476,7 @@ def fit_recommender(
             # An update that only hurts keeps the parent's weights.
             validate_first=warm and train_cfg.finetune_parent_fallback,
             # ... as they were: training starts from the shrunk parent, epoch 0 is the parent.
-            before_training=(
-                lambda: model.shrink_perturb(train_cfg.warm_shrink, train_cfg.warm_noise)
-            )
+            before_training=(lambda: model.shrink_perturb(shrink, train_cfg.warm_noise))
             if warm
             else None,
             patience=patience,
@@ -435,6 +505,8 @@ def fit_recommender(
         "stopped_reason": report.stopped_reason,
         "max_steps": max_steps,
         "min_steps": min_steps,
+        "memorisation_gap": None if math.isnan(gap) else gap,
+        "shrink": shrink,
         "n_new_items": n_new,
         "n_items": len(item_ids),
         "n_train_sequences": len(chosen),

@@ -239,6 +239,7 @@ def test_warm_start_trains_from_the_shrunk_parent_and_falls_back_to_the_parent(d
         "finetune_learning_rate": 0.0,
         "warm_shrink": 0.5,
         "warm_noise": 0.0,
+        "warm_shrink_gap": 0.0,  # always shrink
     }
     result = fit_recommender(
         pd.concat([old, new]),
@@ -255,3 +256,32 @@ def test_warm_start_trains_from_the_shrunk_parent_and_falls_back_to_the_parent(d
     child = dict(result.recommender.model.named_parameters())
     for name, param in parent.model.named_parameters():
         torch.testing.assert_close(child[name], factor * param)
+
+
+def test_the_shrink_is_applied_only_to_a_parent_that_memorised_its_training_data(demo) -> None:
+    item_ids, old, new, text, parent = _parent_of_the_last_events(demo)
+
+    def update(threshold: float) -> dict:
+        frozen = {
+            **TINY["train"],
+            "finetune_epochs": 1,
+            "finetune_learning_rate": 0.0,
+            "warm_shrink": 0.5,
+            "warm_shrink_gap": threshold,
+        }
+        return fit_recommender(
+            pd.concat([old, new]),
+            item_ids,
+            text,
+            load_config(overrides={**TINY, "train": frozen}),
+            parent=parent,
+            new_interactions=new,
+        ).report
+
+    gap = update(0.0)["memorisation_gap"]
+    assert gap is not None and math.isfinite(gap)
+    below, above = update(gap + 0.01), update(max(gap - 0.01, 1e-6))
+    assert below["memorisation_gap"] == pytest.approx(gap)  # measured on the parent, seeded
+    assert below["shrink"] == 1.0 and above["shrink"] == 0.5
+    # Unshrunk and untrained (learning rate 0): epoch 1 is the parent exactly.
+    assert below["history"][0]["val"] == below["history"][1]["val"]

@@ -6,8 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.sasrec import PAD
-from tasks.fine_tune import chunk_count, new_event_flags, sample_replay, training_examples
+from models.sasrec import PAD, SeqRec
+from recloop.config import RecommenderConfig
+from tasks.fine_tune import (
+    chunk_count,
+    memorisation_gap,
+    new_event_flags,
+    sample_replay,
+    training_examples,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -117,3 +124,30 @@ def test_chunk_count_matches_the_chunks_training_examples_cuts() -> None:
     for length in range(0, 30):
         x, _ = training_examples([list(range(1, length + 1))], max_seq_len=4)
         assert chunk_count(length, 4) == len(x), length
+
+
+def test_memorisation_gap_is_the_cross_entropy_of_new_events_minus_earlier_ones() -> None:
+    import torch
+
+    config = RecommenderConfig(hidden_size=16, num_layers=1, num_heads=2, max_seq_len=6)
+    torch.manual_seed(0)
+    model = SeqRec(config, 9, 4)
+    # Memorise 1 -> 2 -> 3 -> 4 -> 5 (the earlier events).
+    x, y = training_examples([[1, 2, 3, 4, 5]], 6)
+    optimiser = torch.optim.Adam(model.parameters(), lr=0.05)
+    for _ in range(60):
+        optimiser.zero_grad()
+        model(x, y)[1].backward()
+        optimiser.step()
+    seqs = [[1, 2, 3, 4, 5, 8, 7]]  # the new events 8 and 7 were never seen
+    masks = [np.array([False, True, True, True, True, True, True])]
+    flags = [np.array([False] * 5 + [True, True])]
+    gap = memorisation_gap(model, seqs, masks, flags, 6, known_items=9)
+    assert gap > 2.0  # memorised: the new events cost far more than the earlier ones
+    # Targets outside the first known_items items are left out: only 7 is new and known here.
+    only_seven = memorisation_gap(model, seqs, masks, flags, 6, known_items=7)
+    without_eight = [np.array([False, True, True, True, True, False, True])]
+    same = memorisation_gap(model, seqs, without_eight, flags, 6, known_items=9)
+    assert only_seven == pytest.approx(same)
+    # Nothing new (or nothing earlier): no gap to go by.
+    assert np.isnan(memorisation_gap(model, seqs, masks, [np.zeros(7, dtype=bool)], 6, 9))
