@@ -778,7 +778,9 @@ def to_markdown(results: dict[str, Any], stem: str) -> str:
         "## Training",
         "",
         "Validation NDCG@10 on the active users' last training item (early stopping); "
-        "'before' is the parent's score there before the update.",
+        "'before' is the parent's score there before the update; 'gap' is how many nats worse "
+        "the parent predicted the new events than the earlier ones it trained on, and the "
+        "shrink applied for it (train.warm_shrink_gap).",
         "",
     ]
     header = [
@@ -793,6 +795,7 @@ def to_markdown(results: dict[str, Any], stem: str) -> str:
         "items (new)",
         "val before",
         "best val",
+        "gap (shrink)",
     ]
     rows = []
     init = results["initial"]["training"]
@@ -812,6 +815,9 @@ def to_markdown(results: dict[str, Any], stem: str) -> str:
                 f"{fig['n_items']} ({fig['n_new_items']})",
                 f(fig["val_ndcg_before"]),
                 f(fig["best_val_ndcg"]),
+                "-"
+                if fig.get("memorisation_gap") is None
+                else f"{fig['memorisation_gap']:.2f} ({fig['shrink']:.2f})",
             ]
         )
     ratio = [
