@@ -221,6 +221,9 @@ def mean_cross_entropy(
             n = int((targets != PAD).sum())
             if n == 0:
                 continue
+            # Left-padded: the columns that are padding in every row can go (as in training).
+            width = max(1, int((inputs != PAD).sum(1).max()))
+            inputs, targets = inputs[:, -width:], targets[:, -width:]
             _, loss = model(inputs.to(device), targets.to(device))
             assert loss is not None
             total, count = total + float(loss) * n, count + n
