@@ -114,6 +114,11 @@ def new_event_flags(
     return {user: flags[rows] for user, rows in ordered.groupby("user_id").indices.items()}
 
 
+def _user_flags(new_flags: dict[str, np.ndarray], user: str, n: int) -> np.ndarray:
+    """``user``'s new-event flags for the first ``n`` events (all False without any)."""
+    return np.asarray(new_flags.get(user, np.zeros(n, dtype=bool)), dtype=bool)[:n]
+
+
 def sample_replay(
     sequences: dict[str, list[int]],
     new_flags: dict[str, np.ndarray],
@@ -144,7 +149,7 @@ def sample_replay(
     far_chunks: list[tuple[str, np.ndarray]] = []
     for user in sorted(sequences):
         n = len(sequences[user])
-        flags = np.asarray(new_flags.get(user, np.zeros(n, dtype=bool)), dtype=bool)[:n]
+        flags = _user_flags(new_flags, user, n)
         mask = flags.copy()
         mask[:1] = False  # the first event has nothing before it to predict it from
         masks[user] = mask
@@ -392,15 +397,11 @@ def fit_recommender(
 
             # Shrink only a parent that has memorised its training data (see warm_shrink_gap);
             # without both new and earlier targets there is no gap to go by: shrink.
-            def flags_of(user: str) -> np.ndarray:
-                n = len(masks[user])
-                return np.asarray(new_flags.get(user, np.zeros(n, dtype=bool)), dtype=bool)[:n]
-
             gap = memorisation_gap(
                 model,
                 [train_seqs[u] for u in chosen],
                 [masks[u] for u in chosen],
-                [flags_of(u) for u in chosen],
+                [_user_flags(new_flags, u, len(masks[u])) for u in chosen],
                 config.model.max_seq_len,
                 len(parent.item_ids),
             )

@@ -11,7 +11,7 @@ import torch
 
 from recloop.config import load_config
 from recloop.data import EvalCases, holdout_last_events
-from tasks.fine_tune import chunk_count, fit_recommender, training_examples
+from tasks.fine_tune import FineTuneResult, chunk_count, fit_recommender, training_examples
 
 pytestmark = pytest.mark.model
 
@@ -230,18 +230,19 @@ def test_an_updates_steps_are_capped_at_its_budget_of_full_data_epochs(demo) -> 
     assert report["epochs"] < 50
 
 
-def test_warm_start_trains_from_the_shrunk_parent_and_falls_back_to_the_parent(demo) -> None:
-    item_ids, old, new, text, parent = _parent_of_the_last_events(demo)
-    # One epoch that cannot move the weights: it validates the shrunk parent itself.
+def _frozen_update(parts, threshold: float) -> FineTuneResult:
+    """One warm-started epoch that cannot move the weights (learning rate 0) from a 0.5 shrink
+    applied when the parent's memorisation gap is at least ``threshold``."""
+    item_ids, old, new, text, parent = parts
     frozen = {
         **TINY["train"],
         "finetune_epochs": 1,
         "finetune_learning_rate": 0.0,
         "warm_shrink": 0.5,
         "warm_noise": 0.0,
-        "warm_shrink_gap": 0.0,  # always shrink
+        "warm_shrink_gap": threshold,
     }
-    result = fit_recommender(
+    return fit_recommender(
         pd.concat([old, new]),
         item_ids,
         text,
@@ -249,6 +250,13 @@ def test_warm_start_trains_from_the_shrunk_parent_and_falls_back_to_the_parent(d
         parent=parent,
         new_interactions=new,
     )
+
+
+def test_warm_start_trains_from_the_shrunk_parent_and_falls_back_to_the_parent(demo) -> None:
+    parts = _parent_of_the_last_events(demo)
+    parent = parts[-1]
+    # One epoch that cannot move the weights: it validates the shrunk parent itself.
+    result = _frozen_update(parts, 0.0)  # always shrink
     history = result.report["history"]
     assert [row["epoch"] for row in history] == [0, 1]
     assert history[0]["val"] != history[1]["val"]  # shrinking changes the ranking
@@ -259,24 +267,10 @@ def test_warm_start_trains_from_the_shrunk_parent_and_falls_back_to_the_parent(d
 
 
 def test_the_shrink_is_applied_only_to_a_parent_that_memorised_its_training_data(demo) -> None:
-    item_ids, old, new, text, parent = _parent_of_the_last_events(demo)
+    parts = _parent_of_the_last_events(demo)
 
     def update(threshold: float) -> dict:
-        frozen = {
-            **TINY["train"],
-            "finetune_epochs": 1,
-            "finetune_learning_rate": 0.0,
-            "warm_shrink": 0.5,
-            "warm_shrink_gap": threshold,
-        }
-        return fit_recommender(
-            pd.concat([old, new]),
-            item_ids,
-            text,
-            load_config(overrides={**TINY, "train": frozen}),
-            parent=parent,
-            new_interactions=new,
-        ).report
+        return _frozen_update(parts, threshold).report
 
     gap = update(0.0)["memorisation_gap"]
     assert gap is not None and math.isfinite(gap)
