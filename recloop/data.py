@@ -119,7 +119,12 @@ def sort_events(interactions: pd.DataFrame) -> pd.DataFrame:
 def build_sequences(interactions: pd.DataFrame) -> dict[str, list[str]]:
     """Each user's item ids, oldest first."""
     ordered = sort_events(interactions)
-    return {user: list(group) for user, group in ordered.groupby("user_id", sort=False)["item_id"]}
+    items = ordered["item_id"].to_numpy(dtype=object)
+    # groupby(...).indices keeps each user's rows in order; one take per user is much cheaper
+    # than iterating the groups of a string column.
+    indices = ordered.groupby("user_id", sort=False).indices
+    first = {user: rows[0] for user, rows in indices.items()}
+    return {user: items[indices[user]].tolist() for user in sorted(first, key=first.__getitem__)}
 
 
 @dataclass

@@ -28,6 +28,7 @@ import pandas as pd
 import torch
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from torch import nn
 
 from models.encoder import TextEmbedder
 from models.sasrec import PAD, Recommender, SeqRec
@@ -160,7 +161,7 @@ def sample_replay(
         mask[near] = True
         n_near += len(near)
         far = earlier[earlier < near_from]
-        if len(far):
+        if len(far) and size > 0:
             # training_examples' chunk of target position p: (n - 1 - p) // max_seq_len
             chunk_of = (n - 1 - far) // (max_seq_len or n)
             far_chunks += [(user, far[chunk_of == c]) for c in np.unique(chunk_of)]
@@ -181,13 +182,18 @@ def validation_ndcg(
     histories: list[list[int]],
     targets: list[int],
     k: int = 10,
-    batch_size: int = 256,
+    batch_size: int = 64,
 ) -> float:
     """Mean NDCG@k of the next item over the full catalogue, history items excluded (a target
     that is itself in the history stays rankable); rank = items scored strictly higher."""
     if not targets:
         return float("nan")
     model.eval()
+    # Users in order of history length: a batch is padded to its longest history, and most
+    # histories are short (the ranks, and so the metric, do not depend on the order).
+    order = sorted(range(len(targets)), key=lambda u: len(histories[u]))
+    histories = [histories[u] for u in order]
+    targets = [targets[u] for u in order]
     ranks = []
     with torch.no_grad():
         items = model.item_repr()
@@ -212,27 +218,26 @@ def validation_ndcg(
     return metrics_from_ranks(np.concatenate(ranks), (k,))[f"ndcg_at_{k}"]
 
 
-def mean_cross_entropy(
+def target_losses(
     model: SeqRec, x: torch.Tensor, y: torch.Tensor, batch_size: int = 64
-) -> float:
-    """The mean full-softmax cross-entropy of ``model`` (eval mode, no dropout) over the
-    targets of the examples ``(x, y)``; NaN without targets."""
+) -> torch.Tensor:
+    """The full-softmax cross-entropy of ``model`` (eval mode, no dropout) at each target of the
+    examples ``(x, y)``, in the row-major order of ``y != PAD``."""
     model.eval()
     device = next(model.parameters()).device
-    total, count = 0.0, 0
+    losses = [torch.zeros(0)]
     with torch.no_grad():
         for start in range(0, len(x), batch_size):
             inputs, targets = x[start : start + batch_size], y[start : start + batch_size]
-            n = int((targets != PAD).sum())
-            if n == 0:
+            if not bool((targets != PAD).any()):
                 continue
             # Left-padded: the columns that are padding in every row can go (as in training).
             width = max(1, int((inputs != PAD).sum(1).max()))
-            inputs, targets = inputs[:, -width:], targets[:, -width:]
-            _, loss = model(inputs.to(device), targets.to(device))
-            assert loss is not None
-            total, count = total + float(loss) * n, count + n
-    return total / count if count else float("nan")
+            inputs, targets = inputs[:, -width:].to(device), targets[:, -width:].to(device)
+            logits, _ = model(inputs, targets)
+            loss = nn.functional.cross_entropy(logits, targets[targets != PAD], reduction="none")
+            losses.append(loss.cpu())
+    return torch.cat(losses)
 
 
 def memorisation_gap(
@@ -248,14 +253,19 @@ def memorisation_gap(
     cross-entropies, in nats. Only targets among the first ``known_items`` items count (an item
     the model has never been trained on says nothing about what it memorised). NaN when either
     side has no target."""
-
-    def mean_ce(target_masks: list[np.ndarray]) -> float:
-        x, y = training_examples(sequences, max_seq_len, target_masks)
-        return mean_cross_entropy(model, x, y.masked_fill(y > known_items, PAD))
-
-    new = [m & f for m, f in zip(masks, new_flags, strict=True)]
-    old = [m & ~f for m, f in zip(masks, new_flags, strict=True)]
-    return mean_ce(new) - mean_ce(old)
+    x, y = training_examples(sequences, max_seq_len, masks)
+    # The same chunks once more with each event replaced by its kind (1 earlier, 2 new): the
+    # chunking depends only on the lengths and the masks, so the two line up target for target.
+    kinds = [(np.asarray(f, dtype=np.int64) + 1).tolist() for f in new_flags]
+    _, kind = training_examples(kinds, max_seq_len, masks)
+    y = y.masked_fill(y > known_items, PAD)
+    kind = kind.masked_fill(y == PAD, PAD)
+    losses = target_losses(model, x, y)
+    kind = kind[kind != PAD]
+    new, old = losses[kind == 2], losses[kind == 1]
+    if len(new) == 0 or len(old) == 0:
+        return float("nan")
+    return float(new.mean() - old.mean())
 
 
 def _catalogue_order(

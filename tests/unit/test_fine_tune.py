@@ -14,6 +14,7 @@ from tasks.fine_tune import (
     new_event_flags,
     sample_replay,
     training_examples,
+    validation_ndcg,
 )
 
 pytestmark = pytest.mark.unit
@@ -151,3 +152,57 @@ def test_memorisation_gap_is_the_cross_entropy_of_new_events_minus_earlier_ones(
     assert only_seven == pytest.approx(same)
     # Nothing new (or nothing earlier): no gap to go by.
     assert np.isnan(memorisation_gap(model, seqs, masks, [np.zeros(7, dtype=bool)], 6, 9))
+
+
+def _tiny_model(max_seq_len: int = 6, items: int = 9):
+    import torch
+
+    torch.manual_seed(0)
+    config = RecommenderConfig(hidden_size=16, num_layers=1, num_heads=2, max_seq_len=max_seq_len)
+    return SeqRec(config, items, 4).eval()
+
+
+def test_memorisation_gap_matches_the_cross_entropies_taken_one_target_at_a_time() -> None:
+    import torch
+
+    model = _tiny_model(max_seq_len=4)
+    # Several chunks per sequence, new and earlier events interleaved across chunk borders.
+    seqs = [[1, 2, 3, 4, 5, 6, 7, 8, 9, 1], [3, 5, 7], [2, 4]]
+    flags = [np.arange(10) % 3 == 0, np.array([False, True, True]), np.array([False, False])]
+    masks = [np.arange(10) >= 1, np.array([False, True, True]), np.array([False, True])]
+    losses = {}
+    for kind in (True, False):
+        # Each kind on its own: the same chunks, the other kind's targets blanked.
+        x, y = training_examples(
+            seqs, 4, [m & (f == kind) for m, f in zip(masks, flags, strict=True)]
+        )
+        with torch.no_grad():
+            logits, _ = model(x, y)
+        losses[kind] = torch.nn.functional.cross_entropy(logits, y[y != PAD], reduction="none")
+    expected = float(losses[True].mean() - losses[False].mean())
+    assert memorisation_gap(model, seqs, masks, flags, 4, known_items=9) == pytest.approx(
+        expected, abs=1e-5
+    )
+
+
+def test_validation_ndcg_does_not_depend_on_the_order_or_batching_of_users() -> None:
+    import torch
+
+    model = _tiny_model()
+    histories = [[1, 2, 3, 4, 5, 6, 7], [2], [3, 4], [5, 6, 7, 8], [1, 9], [4]]
+    targets = [8, 3, 9, 1, 2, 4]  # the last target is in its own history and stays rankable
+    expected = []
+    for history, target in zip(histories, targets, strict=True):
+        with torch.no_grad():
+            logits, _ = model(torch.tensor([history[-6:]]))
+        score = logits[0].clone()
+        score[history] = float("-inf")
+        rank = int((score > logits[0, target]).sum())
+        expected.append(1 / np.log2(rank + 2) if rank < 10 else 0.0)
+    for batch_size in (1, 2, 64):
+        assert validation_ndcg(model, histories, targets, batch_size=batch_size) == pytest.approx(
+            np.mean(expected), abs=1e-6
+        )
+    order = [3, 0, 5, 1, 4, 2]
+    shuffled = validation_ndcg(model, [histories[i] for i in order], [targets[i] for i in order])
+    assert shuffled == pytest.approx(np.mean(expected), abs=1e-6)
