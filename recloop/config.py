@@ -141,6 +141,13 @@ class TrainConfig:
     # retrain's NDCG), and 0.53 on movielens-latest-small, whose still-undertrained parent the
     # shrink set back (0.83 shrunk, 1.10 unshrunk).
     warm_shrink_gap: float = 0.8
+    # Distillation from the parent (the champion as it was loaded, its item table grown by the
+    # new items, which it scores from their text): an update's loss is (1 - w) * cross-entropy +
+    # w * T^2 * KL(parent's softmax at temperature T || the model's), over every trained
+    # position and every item (Hinton et al. 2015). 0 = off: it costs one more forward pass per
+    # step and measured no better (README, "Incremental updates").
+    distill_weight: float = 0.0
+    distill_temperature: float = 1.0
     max_minutes: float = 9.0  # hard wall-clock cap on one training
     device: str = "cpu"  # torch device to train on ("cuda" when one is there); scoring is on CPU
 

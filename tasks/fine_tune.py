@@ -15,6 +15,7 @@ watches NDCG@10 (full ranking, history excluded) on each focus user's last train
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -238,6 +239,17 @@ def target_losses(
             loss = nn.functional.cross_entropy(logits, targets[targets != PAD], reduction="none")
             losses.append(loss.cpu())
     return torch.cat(losses)
+
+
+def distillation_loss(
+    logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    """``T^2 * KL(teacher || student)`` of the softmaxes at temperature ``T`` over the items
+    (column ``PAD``, ``-inf`` on both sides, left out), averaged over the rows ``(M, N+1)``."""
+    student = nn.functional.log_softmax(logits[:, PAD + 1 :] / temperature, dim=-1)
+    teacher = nn.functional.log_softmax(teacher_logits[:, PAD + 1 :] / temperature, dim=-1)
+    kl = nn.functional.kl_div(student, teacher, log_target=True, reduction="batchmean")
+    return kl * temperature**2
 
 
 def memorisation_gap(
@@ -471,10 +483,19 @@ def fit_recommender(
                 width = max(1, int((inputs != PAD).sum(1).max()))
                 yield inputs[:, -width:].to(device), targets[:, -width:].to(device)
 
+        # The parent as loaded (grown, not shrunk), frozen, as the teacher of a distilled update.
+        distill = warm and train_cfg.distill_weight > 0
+        teacher = copy.deepcopy(model).eval() if distill else None
+
         def step_loss(m: SeqRec, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-            _, loss = m(*batch)
+            logits, loss = m(*batch)
             assert loss is not None
-            return loss
+            if teacher is None:
+                return loss
+            with torch.no_grad():
+                teacher_logits, _ = teacher(*batch)
+            kd = distillation_loss(logits, teacher_logits, train_cfg.distill_temperature)
+            return (1 - train_cfg.distill_weight) * loss + train_cfg.distill_weight * kd
 
         optimizer = torch.optim.AdamW(param_groups(model, train_cfg.weight_decay), lr=lr)
         report = train_loop(
@@ -521,6 +542,7 @@ def fit_recommender(
         "min_steps": min_steps,
         "memorisation_gap": None if math.isnan(gap) else gap,
         "shrink": shrink,
+        "distill_weight": train_cfg.distill_weight if warm else 0.0,
         "n_new_items": n_new,
         "n_items": len(item_ids),
         "n_train_sequences": len(chosen),

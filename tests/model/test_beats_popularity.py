@@ -11,7 +11,13 @@ import torch
 
 from recloop.config import load_config
 from recloop.data import EvalCases, holdout_last_events
-from tasks.fine_tune import FineTuneResult, chunk_count, fit_recommender, training_examples
+from tasks.fine_tune import (
+    FineTuneResult,
+    chunk_count,
+    distillation_loss,
+    fit_recommender,
+    training_examples,
+)
 
 pytestmark = pytest.mark.model
 
@@ -279,3 +285,34 @@ def test_the_shrink_is_applied_only_to_a_parent_that_memorised_its_training_data
     assert below["shrink"] == 1.0 and above["shrink"] == 0.5
     # Unshrunk and untrained (learning rate 0): epoch 1 is the parent exactly.
     assert below["history"][0]["val"] == below["history"][1]["val"]
+
+
+def test_distillation_keeps_an_update_close_to_the_parent(demo) -> None:
+    item_ids, old, new, text, parent = _parent_of_the_last_events(demo)
+    everything = pd.concat([old, new])
+    sequences = everything.groupby("user_id")["item_id"].agg(list)
+    index = {item: i + 1 for i, item in enumerate(item_ids)}
+    x, y = training_examples([[index[i] for i in seq] for seq in sequences], 20)
+
+    def divergence(distill_weight: float) -> float:
+        train = {
+            **TINY["train"],
+            "finetune_epochs": 3,
+            "finetune_patience": 0,
+            "finetune_parent_fallback": False,  # else the parent itself may be kept
+            "warm_shrink": 1.0,  # the update starts from the parent as it is
+            "distill_weight": distill_weight,
+        }
+        config = load_config(overrides={**TINY, "train": train})
+        result = fit_recommender(
+            everything, item_ids, text, config, parent=parent, new_interactions=new
+        )
+        assert result.report["distill_weight"] == distill_weight
+        with torch.no_grad():
+            child, _ = result.recommender.model.eval()(x, y)
+            teacher, _ = parent.model.eval()(x, y)
+        return float(distillation_loss(child, teacher))
+
+    # Training on the new events alone moves the scores away from the parent's; pure
+    # distillation (the parent's softmax as the only target) keeps them close.
+    assert divergence(1.0) < 0.25 * divergence(0.0)  # measured: 0.0024 against 0.043

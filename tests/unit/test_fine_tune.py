@@ -10,6 +10,7 @@ from models.sasrec import PAD, SeqRec
 from recloop.config import RecommenderConfig
 from tasks.fine_tune import (
     chunk_count,
+    distillation_loss,
     memorisation_gap,
     new_event_flags,
     sample_replay,
@@ -206,3 +207,19 @@ def test_validation_ndcg_does_not_depend_on_the_order_or_batching_of_users() -> 
     order = [3, 0, 5, 1, 4, 2]
     shuffled = validation_ndcg(model, [histories[i] for i in order], [targets[i] for i in order])
     assert shuffled == pytest.approx(np.mean(expected), abs=1e-6)
+
+
+def test_distillation_loss_is_the_tempered_kl_divergence_over_the_items() -> None:
+    import torch
+
+    pad = torch.full((2, 1), float("-inf"))
+    teacher = torch.cat([pad, torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 3.0]])], dim=1)
+    student = torch.cat([pad, torch.tensor([[0.0, 1.0, 0.0], [1.0, -2.0, 0.0]])], dim=1)
+    assert float(distillation_loss(teacher, teacher)) == pytest.approx(0.0, abs=1e-7)
+    for temperature in (1.0, 2.0):
+        p = torch.softmax(teacher[:, 1:] / temperature, dim=-1)
+        q = torch.softmax(student[:, 1:] / temperature, dim=-1)
+        expected = (p * (p / q).log()).sum(-1).mean() * temperature**2
+        assert float(distillation_loss(student, teacher, temperature)) == pytest.approx(
+            float(expected), rel=1e-5
+        )
