@@ -123,8 +123,8 @@ def build_sequences(interactions: pd.DataFrame) -> dict[str, list[str]]:
     # groupby(...).indices keeps each user's rows in order; one take per user is much cheaper
     # than iterating the groups of a string column.
     indices = ordered.groupby("user_id", sort=False).indices
-    first = {user: rows[0] for user, rows in indices.items()}
-    return {user: items[indices[user]].tolist() for user in sorted(first, key=first.__getitem__)}
+    by_first_event = sorted(indices.items(), key=lambda entry: entry[1][0])
+    return {user: items[rows].tolist() for user, rows in by_first_event}
 
 
 @dataclass

@@ -219,6 +219,16 @@ def validation_ndcg(
     return metrics_from_ranks(np.concatenate(ranks), (k,))[f"ndcg_at_{k}"]
 
 
+def trim_padding(
+    inputs: torch.Tensor, targets: torch.Tensor, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch of left-padded examples without the columns that are padding in every row, on
+    ``device``: positions are counted from the right, so a batch of short sequences costs what
+    its longest one needs."""
+    width = max(1, int((inputs != PAD).sum(1).max()))
+    return inputs[:, -width:].to(device), targets[:, -width:].to(device)
+
+
 def target_losses(
     model: SeqRec, x: torch.Tensor, y: torch.Tensor, batch_size: int = 64
 ) -> torch.Tensor:
@@ -232,9 +242,7 @@ def target_losses(
             inputs, targets = x[start : start + batch_size], y[start : start + batch_size]
             if not bool((targets != PAD).any()):
                 continue
-            # Left-padded: the columns that are padding in every row can go (as in training).
-            width = max(1, int((inputs != PAD).sum(1).max()))
-            inputs, targets = inputs[:, -width:].to(device), targets[:, -width:].to(device)
+            inputs, targets = trim_padding(inputs, targets, device)
             logits, _ = model(inputs, targets)
             loss = nn.functional.cross_entropy(logits, targets[targets != PAD], reduction="none")
             losses.append(loss.cpu())
@@ -477,11 +485,7 @@ def fit_recommender(
             order = torch.randperm(len(x), generator=generator)
             for s in range(0, len(order), train_cfg.batch_size):
                 batch = order[s : s + train_cfg.batch_size]
-                inputs, targets = x[batch], y[batch]
-                # Positions are counted from the right, so columns that are padding in every
-                # row can go: a batch of short sequences costs what its longest one needs.
-                width = max(1, int((inputs != PAD).sum(1).max()))
-                yield inputs[:, -width:].to(device), targets[:, -width:].to(device)
+                yield trim_padding(x[batch], y[batch], device)
 
         # The parent as loaded (grown, not shrunk), frozen, as the teacher of a distilled update.
         distill = warm and train_cfg.distill_weight > 0
