@@ -492,10 +492,10 @@ def fit_recommender(
         teacher = copy.deepcopy(model).eval() if distill else None
 
         def step_loss(m: SeqRec, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+            if teacher is None:
+                return m.loss(*batch)
             logits, loss = m(*batch)
             assert loss is not None
-            if teacher is None:
-                return loss
             with torch.no_grad():
                 teacher_logits, _ = teacher(*batch)
             kd = distillation_loss(logits, teacher_logits, train_cfg.distill_temperature)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.sasrec import PAD, Recommender, SeqRec
+from models.sasrec import PAD, Recommender, SeqRec, linear_cross_entropy
 from recloop.config import RecommenderConfig
 
 pytestmark = pytest.mark.model
@@ -43,6 +43,39 @@ def test_forward_shapes_and_loss() -> None:
     last, none = rec.model(x)
     assert last.shape == (2, 21) and none is None
     assert torch.isinf(last[:, PAD]).all()
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 128])
+def test_linear_cross_entropy_matches_the_full_logits(chunk: int) -> None:
+    gen = torch.Generator().manual_seed(3)
+    hidden = (torch.randn(7, 5, generator=gen) * 3).requires_grad_()
+    items = torch.randn(11, 5, generator=gen).requires_grad_()
+    targets = torch.tensor([0, 10, 4, 4, 2, 9, 1])
+    expected = torch.nn.functional.cross_entropy(hidden @ items.T, targets)
+    grads = torch.autograd.grad(expected * 2.5, (hidden, items))
+    loss = linear_cross_entropy(hidden, items, targets, chunk=chunk)
+    assert torch.allclose(loss, expected, atol=1e-6)
+    got = torch.autograd.grad(loss * 2.5, (hidden, items))  # backward scales by grad_output
+    for a, b in zip(got, grads, strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+    with torch.no_grad():  # no gradient asked for: the value alone
+        assert torch.allclose(linear_cross_entropy(hidden, items, targets, chunk), expected)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.1])
+def test_training_loss_equals_the_forward_loss(temperature: float) -> None:
+    model = _recommender(temperature=temperature).model.train()
+    x = torch.tensor([[0, 0, 3, 4, 5], [1, 2, 3, 4, 5]])
+    y = torch.tensor([[0, 0, 4, 5, 20], [2, 3, 4, 5, 6]])
+    _, expected = model(x, y)
+    grads = torch.autograd.grad(expected, list(model.parameters()), allow_unused=True)
+    loss = model.loss(x, y)
+    got = torch.autograd.grad(loss, list(model.parameters()), allow_unused=True)
+    assert torch.allclose(loss, expected, atol=1e-5)
+    for a, b in zip(got, grads, strict=True):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert torch.allclose(a, b, atol=1e-5)
 
 
 def test_future_items_do_not_leak() -> None:
