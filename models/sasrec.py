@@ -184,15 +184,17 @@ class SeqRec(nn.Module):
         loss = nn.functional.cross_entropy(logits, targets[valid])
         return logits, loss
 
-    def loss(self, input_ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """The mean full-softmax cross-entropy of :meth:`forward` with ``targets``, computed by
-        :func:`linear_cross_entropy` (same value and gradients, without the ``(M, N+1)`` logits:
-        the training step's fast path)."""
+    def loss(
+        self, input_ids: torch.Tensor, targets: torch.Tensor, reduction: str = "mean"
+    ) -> torch.Tensor:
+        """The full-softmax cross-entropy of :meth:`forward` with ``targets`` (``"mean"``, or
+        ``"none"``: one per target, row-major), computed by :func:`linear_cross_entropy`: same
+        values and gradients, without the ``(M, N+1)`` logits (the training step's fast path)."""
         items = self.item_repr()
         h = self.encode(input_ids, items)
         valid = targets != PAD
         hidden, items = self.scoring_pair(h[valid], items)
-        return linear_cross_entropy(hidden, items[1:], targets[valid] - 1)
+        return linear_cross_entropy(hidden, items[1:], targets[valid] - 1, reduction=reduction)
 
     @torch.no_grad()
     def grow_items(self, new_text_embeddings: torch.Tensor | np.ndarray) -> None:
@@ -254,42 +256,58 @@ class SeqRec(nn.Module):
 CE_CHUNK_ROWS = 128
 
 
+def _chunked_cross_entropy(
+    hidden: torch.Tensor,
+    items: torch.Tensor,
+    targets: torch.Tensor,
+    chunk: int,
+    need_hidden: bool,
+    need_items: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Per-row cross-entropies of ``hidden @ items.T`` against ``targets`` and, when asked for,
+    the gradients of their mean, computed chunk by chunk while each chunk's logits are in cache
+    (the softmax is taken once and turned into the gradient in place)."""
+    rows = hidden.shape[0]
+    losses = hidden.new_empty(rows)
+    grad_hidden = torch.empty_like(hidden) if need_hidden else None
+    grad_items = torch.zeros_like(items) if need_items else None
+    for start in range(0, rows, chunk):
+        h = hidden[start : start + chunk]
+        t = targets[start : start + chunk]
+        logits = h @ items.T  # (c, N)
+        target_logit = logits.gather(1, t[:, None])[:, 0]
+        peak = logits.max(1, keepdim=True).values
+        probs = logits.sub_(peak).exp_()  # in place: the logits are not needed again
+        norm = probs.sum(1, keepdim=True)
+        losses[start : start + chunk] = norm[:, 0].log() + peak[:, 0] - target_logit
+        if grad_hidden is None and grad_items is None:
+            continue
+        # d(mean CE)/d(logits) = (softmax - onehot) / rows
+        probs.div_(norm * rows)
+        probs[torch.arange(len(t), device=t.device), t] -= 1.0 / rows
+        if grad_hidden is not None:
+            grad_hidden[start : start + chunk] = probs @ items
+        if grad_items is not None:
+            grad_items.addmm_(probs.T, h)
+    return losses, grad_hidden, grad_items
+
+
 class _LinearCrossEntropy(torch.autograd.Function):
     """Mean cross-entropy of ``hidden @ items.T`` against ``targets``, chunked over rows.
 
-    The gradients are computed in the forward pass, chunk by chunk, while each chunk's logits are
-    still in cache (the softmax is taken once and turned into the gradient in place); backward
+    The gradients are computed in the forward pass (:func:`_chunked_cross_entropy`); backward
     only scales them. Materialising the full ``(M, N)`` logits, then log-softmax forward and
-    backward over them, took three times as long for MovieLens' 12800 positions x 9742 items.
+    backward over them, took twice as long per MovieLens training step (12800 positions x 9742
+    items).
     """
 
     @staticmethod
     def forward(ctx, hidden, items, targets, chunk):  # type: ignore[override]
-        rows = hidden.shape[0]
-        need_hidden, need_items = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        grad_hidden = torch.empty_like(hidden) if need_hidden else None
-        grad_items = torch.zeros_like(items) if need_items else None
-        total = hidden.new_zeros((), dtype=torch.float64)
-        for start in range(0, rows, chunk):
-            h = hidden[start : start + chunk]
-            t = targets[start : start + chunk]
-            logits = h @ items.T  # (c, N)
-            target_logit = logits.gather(1, t[:, None])[:, 0]
-            peak = logits.max(1, keepdim=True).values
-            probs = logits.sub_(peak).exp_()  # in place: the logits are not needed again
-            norm = probs.sum(1, keepdim=True)
-            total += (norm[:, 0].log() + peak[:, 0] - target_logit).sum().double()
-            if grad_hidden is None and grad_items is None:
-                continue
-            # d(mean CE)/d(logits) = (softmax - onehot) / rows
-            probs.div_(norm * rows)
-            probs[torch.arange(len(t), device=t.device), t] -= 1.0 / rows
-            if grad_hidden is not None:
-                grad_hidden[start : start + chunk] = probs @ items
-            if grad_items is not None:
-                grad_items.addmm_(probs.T, h)
+        losses, grad_hidden, grad_items = _chunked_cross_entropy(
+            hidden, items, targets, chunk, ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        )
         ctx.save_for_backward(grad_hidden, grad_items)
-        return (total / max(rows, 1)).to(hidden.dtype)
+        return losses.double().mean().to(hidden.dtype)
 
     @staticmethod
     def backward(ctx, grad_output):  # type: ignore[override]
@@ -303,15 +321,25 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
 
 def linear_cross_entropy(
-    hidden: torch.Tensor, items: torch.Tensor, targets: torch.Tensor, chunk: int = CE_CHUNK_ROWS
+    hidden: torch.Tensor,
+    items: torch.Tensor,
+    targets: torch.Tensor,
+    chunk: int = CE_CHUNK_ROWS,
+    reduction: str = "mean",
 ) -> torch.Tensor:
-    """``cross_entropy(hidden @ items.T, targets)`` (mean over rows) without the full logits.
+    """``cross_entropy(hidden @ items.T, targets, reduction=reduction)`` without the full logits.
 
-    ``hidden`` ``(M, H)``, ``items`` ``(N, H)``, ``targets`` ``(M,)`` in ``[0, N)``. Its backward
-    supports one call (the training step), not double differentiation.
+    ``hidden`` ``(M, H)``, ``items`` ``(N, H)``, ``targets`` ``(M,)`` in ``[0, N)``. The mean's
+    backward supports one call (the training step), not double differentiation; ``"none"`` (the
+    per-row losses) is not differentiable.
     """
     if hidden.shape[0] == 0:
         raise ValueError("no target to compute a cross-entropy over")
+    if reduction == "none":
+        with torch.no_grad():
+            return _chunked_cross_entropy(hidden, items, targets, chunk, False, False)[0]
+    if reduction != "mean":
+        raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
     return _LinearCrossEntropy.apply(hidden, items, targets, chunk)
 
 

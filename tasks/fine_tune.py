@@ -243,9 +243,7 @@ def target_losses(
             if not bool((targets != PAD).any()):
                 continue
             inputs, targets = trim_padding(inputs, targets, device)
-            logits, _ = model(inputs, targets)
-            loss = nn.functional.cross_entropy(logits, targets[targets != PAD], reduction="none")
-            losses.append(loss.cpu())
+            losses.append(model.loss(inputs, targets, reduction="none").cpu())
     return torch.cat(losses)
 
 

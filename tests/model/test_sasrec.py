@@ -60,6 +60,9 @@ def test_linear_cross_entropy_matches_the_full_logits(chunk: int) -> None:
         assert torch.allclose(a, b, atol=1e-6)
     with torch.no_grad():  # no gradient asked for: the value alone
         assert torch.allclose(linear_cross_entropy(hidden, items, targets, chunk), expected)
+    rows = torch.nn.functional.cross_entropy(hidden @ items.T, targets, reduction="none")
+    got_rows = linear_cross_entropy(hidden, items, targets, chunk, reduction="none")
+    assert got_rows.shape == (7,) and torch.allclose(got_rows, rows, atol=1e-5)
 
 
 @pytest.mark.parametrize("temperature", [0.0, 0.1])
