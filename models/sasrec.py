@@ -172,17 +172,26 @@ class SeqRec(nn.Module):
         cross-entropy.
         Column ``PAD`` is always ``-inf``.
         """
-        items = self.item_repr()  # (N+1, H)
-        h = self.encode(input_ids, items)  # (B, T, H)
         if targets is None:
-            logits = self.logits(h[:, -1, :], items)  # (B, N+1)
+            items = self.item_repr()  # (N+1, H)
+            logits = self.logits(self.encode(input_ids, items)[:, -1, :], items)  # (B, N+1)
             logits[:, PAD] = float("-inf")
             return logits, None
-        valid = targets != PAD
-        logits = self.logits(h[valid], items)  # (M, N+1)
+        hidden, items, targets = self._target_states(input_ids, targets)
+        logits = self.logits(hidden, items)  # (M, N+1)
         logits[:, PAD] = float("-inf")
-        loss = nn.functional.cross_entropy(logits, targets[valid])
+        loss = nn.functional.cross_entropy(logits, targets)
         return logits, loss
+
+    def _target_states(
+        self, input_ids: torch.Tensor, targets: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The hidden states ``(M, H)`` of the M positions that have a target, every item's
+        representation ``(N+1, H)`` and those targets ``(M,)``."""
+        items = self.item_repr()
+        h = self.encode(input_ids, items)  # (B, T, H)
+        valid = targets != PAD
+        return h[valid], items, targets[valid]
 
     def loss(
         self, input_ids: torch.Tensor, targets: torch.Tensor, reduction: str = "mean"
@@ -190,11 +199,9 @@ class SeqRec(nn.Module):
         """The full-softmax cross-entropy of :meth:`forward` with ``targets`` (``"mean"``, or
         ``"none"``: one per target, row-major), computed by :func:`linear_cross_entropy`: same
         values and gradients, without the ``(M, N+1)`` logits (the training step's fast path)."""
-        items = self.item_repr()
-        h = self.encode(input_ids, items)
-        valid = targets != PAD
-        hidden, items = self.scoring_pair(h[valid], items)
-        return linear_cross_entropy(hidden, items[1:], targets[valid] - 1, reduction=reduction)
+        hidden, items, targets = self._target_states(input_ids, targets)
+        hidden, items = self.scoring_pair(hidden, items)
+        return linear_cross_entropy(hidden, items[1:], targets - 1, reduction=reduction)
 
     @torch.no_grad()
     def grow_items(self, new_text_embeddings: torch.Tensor | np.ndarray) -> None:
