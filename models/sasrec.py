@@ -119,6 +119,35 @@ class SeqRec(nn.Module):
 
     def encode(self, input_ids: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
         """Hidden states ``(B, T, H)`` of left-padded sequences ``input_ids`` ``(B, T)``."""
+        x, mask = self._block_inputs(input_ids, items)
+        return self.final_norm(self.blocks(x, mask=mask))  # (B, T, H)
+
+    def encode_last(
+        self, input_ids: torch.Tensor, items: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``encode(input_ids, items)[:, -1]``, ``(B, H)``: the state that scores what follows
+        each sequence. The last block computes that position only (every position is still a
+        key and value of its attention, so the blocks before it run in full); with two blocks
+        this is about 40 % less work than :meth:`encode` when scoring or validating."""
+        x, mask = self._block_inputs(input_ids, items)
+        *first, last = self.blocks.layers
+        for layer in first:
+            x = layer(x, src_mask=mask)
+        # The last block as nn.TransformerEncoderLayer computes it with norm_first=True.
+        normed = last.norm1(x)
+        attended = last.self_attn(
+            normed[:, -1:], normed, normed, attn_mask=mask[:, -1:], need_weights=False
+        )[0]
+        h = x[:, -1:] + last.dropout1(attended)
+        inner = last.dropout(last.activation(last.linear1(last.norm2(h))))
+        h = h + last.dropout2(last.linear2(inner))
+        return self.final_norm(h[:, 0])  # (B, H)
+
+    def _block_inputs(
+        self, input_ids: torch.Tensor, items: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first block's input ``(B, T, H)`` and the attention mask ``(B*heads, T, T)``
+        (True = may not attend) of left-padded ``input_ids``."""
         batch, length = input_ids.shape
         if length > self.config.max_seq_len:
             raise ValueError(f"sequence length {length} > max_seq_len {self.config.max_seq_len}")
@@ -137,9 +166,7 @@ class SeqRec(nn.Module):
         causal = torch.tril(torch.ones(length, length, dtype=torch.bool, device=x.device))
         allowed = causal & ~pad.unsqueeze(1)  # (B, T, T)
         allowed = allowed | torch.eye(length, dtype=torch.bool, device=x.device)
-        mask = ~allowed.repeat_interleave(self.config.num_heads, dim=0)  # (B*heads, T, T)
-        h = self.blocks(x, mask=mask)
-        return self.final_norm(h)  # (B, T, H)
+        return x, ~allowed.repeat_interleave(self.config.num_heads, dim=0)
 
     def scoring_pair(
         self, hidden: torch.Tensor, items: torch.Tensor
@@ -174,7 +201,7 @@ class SeqRec(nn.Module):
         """
         if targets is None:
             items = self.item_repr()  # (N+1, H)
-            logits = self.logits(self.encode(input_ids, items)[:, -1, :], items)  # (B, N+1)
+            logits = self.logits(self.encode_last(input_ids, items), items)  # (B, N+1)
             logits[:, PAD] = float("-inf")
             return logits, None
         hidden, items, targets = self._target_states(input_ids, targets)
@@ -427,7 +454,7 @@ class Recommender:
                 continue
             seqs = [chunk[i] for i in rows]
             inputs = _left_pad(seqs, max(len(s) for s in seqs))
-            h = self.model.encode(inputs, items)[:, -1, :]  # (b, H)
+            h = self.model.encode_last(inputs, items)  # (b, H)
             # (b, N): the padding column dropped
             logits = self.model.logits(h, items)[:, 1:].float().numpy()
             out[[start + i for i in rows]] = logits

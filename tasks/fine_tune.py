@@ -206,7 +206,7 @@ def validation_ndcg(
             for row, seq in enumerate(seqs):
                 inputs[row, -len(seq) :] = torch.tensor(seq)
             inputs = inputs.to(items.device)
-            h = model.encode(inputs, items)[:, -1, :]
+            h = model.encode_last(inputs, items)
             logits = model.logits(h, items)  # (b, N+1)
             target_score = logits.gather(1, target[:, None])
             logits[:, PAD] = float("-inf")

@@ -20,9 +20,8 @@ def _text(n: int, seed: int = 0) -> torch.Tensor:
 
 
 def _recommender(n_items: int = 20, seed: int = 0, **overrides: object) -> Recommender:
-    config = RecommenderConfig(
-        hidden_size=16, num_layers=1, num_heads=2, dropout=0.0, max_seq_len=8, **overrides
-    )
+    settings = {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "dropout": 0.0}
+    config = RecommenderConfig(**{**settings, "max_seq_len": 8, **overrides})
     torch.manual_seed(seed)
     model = SeqRec(config, n_items, TEXT_DIM)
     model.set_text_embeddings(torch.arange(1, n_items + 1), _text(n_items, seed))
@@ -97,6 +96,22 @@ def test_padding_is_ignored() -> None:
         other = model.encode(torch.tensor([[7, 7, 3, 4, 5]]))[:, -1]
     assert torch.allclose(a, b, atol=1e-6)  # batching does not change a row
     assert not torch.allclose(a, other, atol=1e-4)  # real items in place of padding do
+
+
+@pytest.mark.parametrize("num_layers", [1, 3])
+def test_encode_last_is_the_last_position_of_encode(num_layers: int) -> None:
+    model = _recommender(num_layers=num_layers).model.eval()
+    inputs = torch.tensor(
+        [[0, 0, 0, 0, 0, 3, 4, 5], [1, 2, 3, 4, 5, 6, 7, 8], [0, 0, 0, 0, 0, 0, 0, 9]]
+    )
+    with torch.no_grad():
+        full = model.encode(inputs)[:, -1]
+        last = model.encode_last(inputs)
+        assert last.shape == (3, 16)
+        assert torch.allclose(last, full, atol=1e-5)
+        # A fully padded row (no history) stays defined: it attends to itself only, as in encode.
+        empty = torch.zeros(1, 4, dtype=torch.long)
+        assert torch.allclose(model.encode_last(empty), model.encode(empty)[:, -1], atol=1e-5)
 
 
 def test_new_item_scores_from_text_alone() -> None:
