@@ -126,9 +126,10 @@ class SeqRec(nn.Module):
         self, input_ids: torch.Tensor, items: torch.Tensor | None = None
     ) -> torch.Tensor:
         """``encode(input_ids, items)[:, -1]``, ``(B, H)``: the state that scores what follows
-        each sequence. The last block computes that position only (every position is still a
-        key and value of its attention, so the blocks before it run in full); with two blocks
-        this is about 40 % less work than :meth:`encode` when scoring or validating."""
+        each sequence. The last block computes that position only: its attention query and
+        feed-forward run on one row, while every position is still a key and value (so the
+        blocks before it run in full). Measured on Office's validation histories (2 blocks,
+        batches of 64): 36 -> 27 ms per pass; short histories gain less (per-call overhead)."""
         x, mask = self._block_inputs(input_ids, items)
         *first, last = self.blocks.layers
         for layer in first:
