@@ -20,8 +20,14 @@ def _text(n: int, seed: int = 0) -> torch.Tensor:
 
 
 def _recommender(n_items: int = 20, seed: int = 0, **overrides: object) -> Recommender:
-    settings = {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "dropout": 0.0}
-    config = RecommenderConfig(**{**settings, "max_seq_len": 8, **overrides})
+    settings = {
+        "hidden_size": 16,
+        "num_layers": 1,
+        "num_heads": 2,
+        "dropout": 0.0,
+        "max_seq_len": 8,
+    }
+    config = RecommenderConfig(**{**settings, **overrides})
     torch.manual_seed(seed)
     model = SeqRec(config, n_items, TEXT_DIM)
     model.set_text_embeddings(torch.arange(1, n_items + 1), _text(n_items, seed))
