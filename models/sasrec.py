@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 PAD = 0
 # What a checkpoint saved before a RecommenderConfig key existed meant by it.
-LEGACY_MODEL_ARGS: dict[str, Any] = {"temperature": 0.0, "id_min_count": 0}
+LEGACY_MODEL_ARGS: dict[str, Any] = {"temperature": 0.0, "id_min_count": 0, "id_dropout": 0.0}
 
 
 class SeqRec(nn.Module):
@@ -102,10 +102,20 @@ class SeqRec(nn.Module):
 
     def item_repr(self) -> torch.Tensor:
         """Every item's representation, ``(N+1, H)``: adaptor(text) + ID embedding (the latter
-        only for items whose ``id_gate`` is open)."""
+        only for items whose ``id_gate`` is open).
+
+        In training mode, with text and ``config.id_dropout`` > 0, each item's ID embedding is
+        left out with that probability, drawn once per call (so once per training step, the same
+        for the items in the sequences and in the softmax): the item then stands there by its
+        text alone, as an input and as a candidate, like an item with too little history. Not
+        rescaled: the ID embedding is whole or absent, in training as in scoring.
+        """
         out = self.text_repr()
         if self.id_emb is not None:
-            out = out + self.id_emb.weight * self.id_gate.unsqueeze(-1)
+            gate = self.id_gate
+            if self.training and self.adaptor is not None and self.config.id_dropout > 0:
+                gate = gate * (torch.rand_like(gate) >= self.config.id_dropout).to(gate.dtype)
+            out = out + self.id_emb.weight * gate.unsqueeze(-1)
         return out
 
     @torch.no_grad()

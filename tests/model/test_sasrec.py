@@ -25,6 +25,7 @@ def _recommender(n_items: int = 20, seed: int = 0, **overrides: object) -> Recom
         "num_layers": 1,
         "num_heads": 2,
         "dropout": 0.0,
+        "id_dropout": 0.0,
         "max_seq_len": 8,
     }
     config = RecommenderConfig(**{**settings, **overrides})
@@ -170,6 +171,25 @@ def test_shrink_perturb_scales_trained_weights_towards_a_fresh_initialisation() 
         model.shrink_perturb(0.5, -0.1)
 
 
+def test_id_dropout_leaves_whole_id_embeddings_out_in_training_only() -> None:
+    model = _recommender(n_items=400, id_dropout=0.5).model
+    with torch.no_grad():
+        text = model.text_repr()[1:]
+        full = text + model.id_emb.weight[1:]  # every gate is open
+        assert torch.equal(model.eval().item_repr()[1:], full)  # scoring: every ID counts
+        model.train()
+        torch.manual_seed(0)
+        step = model.item_repr()[1:]
+        text_alone = torch.isclose(step, text).all(1)
+        with_id = torch.isclose(step, full).all(1)
+        assert bool((text_alone ^ with_id).all())  # an item's ID is whole or absent
+        assert 0.4 < text_alone.float().mean().item() < 0.6
+        assert not torch.equal(model.item_repr()[1:], step)  # drawn again at every call
+        # Without a text path an item has nothing else to stand on: no dropout.
+        id_only = _recommender(use_text=False, id_dropout=0.5).model.train()
+        assert torch.equal(id_only.item_repr(), id_only.id_emb.weight)
+
+
 def test_id_only_model_has_no_adaptor() -> None:
     rec = _recommender(use_text=False)
     assert rec.model.adaptor is None
@@ -255,8 +275,10 @@ def test_checkpoint_from_before_the_id_gate_loads_with_every_id_open(tmp_path) -
     raw = torch.load(path, weights_only=True)
     del raw["state_dict"]["id_gate"]  # as saved before the gate existed
     del raw["model_args"]["id_min_count"]
+    del raw["model_args"]["id_dropout"]  # nor the ID dropout
     torch.save(raw, path)
     loaded = Recommender.load(path)
     assert loaded.config.id_min_count == 0 and loaded.model.id_gate[1:].eq(1).all()
+    assert loaded.config.id_dropout == 0.0
     history = [["i1", "i2", "i3"]]
     np.testing.assert_array_equal(loaded.score(history), rec.score(history))
