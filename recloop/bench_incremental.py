@@ -445,7 +445,8 @@ def _mean(values: Sequence[float | None]) -> float:
 
 
 def summarise(steps: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(per-model next-window means over the updates, the two targets)."""
+    """(per-model next-window means over the updates, the targets: the time and NDCG ratios,
+    and each trained arm against the best simple baseline)."""
     keys = [k for k in steps[0]["rows"]["incremental"]["next"] if not k.startswith("n_")]
     mean: dict[str, Any] = {}
     for name in ROWS:
@@ -476,7 +477,29 @@ def summarise(steps: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, An
         "ndcg_ratio_target": NDCG_RATIO_TARGET,
         "ndcg_met": bool(inc_ndcg >= NDCG_RATIO_TARGET * full_ndcg),
     }
+    # The quality target under a temporal split: a trained arm's mean next-window NDCG@10 above
+    # every simple baseline's, i.e. above the best one's (checked for both arms).
+    best = max(BASELINES, key=lambda b: _finite_or(mean[b]["ndcg_at_10"], -1.0))
+    best_ndcg = mean[best]["ndcg_at_10"]
+    targets["best_baseline"] = best
+    targets["best_baseline_ndcg"] = best_ndcg
+    for name in MODELS:
+        ndcg = mean[name]["ndcg_at_10"]
+        targets[f"{name}_vs_best_baseline"] = ndcg / best_ndcg if best_ndcg > 0 else float("nan")
+        targets[f"{name}_above_baselines"] = bool(ndcg > best_ndcg)
+        # For context: the updates in which the arm is above every baseline of that window.
+        targets[f"{name}_windows_above_baselines"] = sum(
+            all(
+                s["rows"][name]["next"]["ndcg_at_10"] > s["rows"][b]["next"]["ndcg_at_10"]
+                for b in BASELINES
+            )
+            for s in steps
+        )
     return mean, targets
+
+
+def _finite_or(value: float, default: float) -> float:
+    return float(value) if math.isfinite(float(value)) else default
 
 
 def run_incremental(
@@ -603,6 +626,8 @@ def _log_mlflow(
         "ndcg_ratio_mean": targets["ndcg_ratio_mean"],
         "time_target_met": float(targets["time_met"]),
         "ndcg_target_met": float(targets["ndcg_met"]),
+        **{f"{m}_vs_best_baseline": targets[f"{m}_vs_best_baseline"] for m in MODELS},
+        **{f"{m}_baselines_target_met": float(targets[f"{m}_above_baselines"]) for m in MODELS},
         "wall_seconds": results["wall_seconds"],
     }
     params = {
@@ -690,6 +715,15 @@ def to_markdown(results: dict[str, Any], stem: str) -> str:
         f"{f(mean['incremental']['ndcg_at_10'])} / {f(mean['full']['ndcg_at_10'])} = "
         f"{targets['ndcg_ratio_mean']:.3f} (target >= {NDCG_RATIO_TARGET:g}: "
         f"{_met(targets['ndcg_met'])}).",
+        *(
+            f"- Mean next-window NDCG@10 of the {LABELS[m].lower()} against the best simple "
+            f"baseline ({LABELS[targets['best_baseline']].lower()}, "
+            f"{f(targets['best_baseline_ndcg'])}): {f(mean[m]['ndcg_at_10'])} = "
+            f"{targets[f'{m}_vs_best_baseline']:.3f}x (target: above every baseline: "
+            f"{_met(targets[f'{m}_above_baselines'])}; above all three in "
+            f"{targets[f'{m}_windows_above_baselines']} of {len(steps)} updates)."
+            for m in MODELS
+        ),
         "",
         "## Next window",
         "",

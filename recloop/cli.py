@@ -676,7 +676,12 @@ def bench_incremental_command(
         f"incremental / full wall time at the last update: {targets['time_ratio_last']:.3f} "
         f"(target <= 0.1: {'met' if targets['time_met'] else 'NOT met'}); mean next-window "
         f"NDCG@10 ratio: {targets['ndcg_ratio_mean']:.3f} "
-        f"(target >= 0.98: {'met' if targets['ndcg_met'] else 'NOT met'})"
+        f"(target >= 0.98: {'met' if targets['ndcg_met'] else 'NOT met'}); mean next-window "
+        f"NDCG@10 against the best baseline ({targets['best_baseline']}): incremental "
+        f"{targets['incremental_vs_best_baseline']:.3f}x, full retrain "
+        f"{targets['full_vs_best_baseline']:.3f}x (target > 1: "
+        f"{'met' if targets['incremental_above_baselines'] else 'NOT met'}, "
+        f"{'met' if targets['full_above_baselines'] else 'NOT met'})"
     )
     typer.echo("wrote " + ", ".join(results["files"]))
     return results

@@ -97,6 +97,24 @@ def test_targets_follow_the_numbers(bench) -> None:
     full = sum(s["rows"]["full"]["next"]["ndcg_at_10"] for s in steps) / 2
     assert targets["ndcg_ratio_mean"] == pytest.approx(inc / full)
     assert targets["ndcg_met"] == (inc >= 0.98 * full)
+    # The temporal quality target: each arm's mean against the best baseline's mean.
+    means = {
+        b: sum(s["rows"][b]["next"]["ndcg_at_10"] for s in steps) / 2
+        for b in ("popularity", "recent_popularity", "transitions")
+    }
+    best = max(means, key=means.get)
+    assert targets["best_baseline"] == best
+    for arm, value in (("incremental", inc), ("full", full)):
+        assert targets[f"{arm}_vs_best_baseline"] == pytest.approx(value / means[best])
+        assert targets[f"{arm}_above_baselines"] == (value > means[best])
+        above = sum(
+            all(
+                s["rows"][arm]["next"]["ndcg_at_10"] > s["rows"][b]["next"]["ndcg_at_10"]
+                for b in means
+            )
+            for s in steps
+        )
+        assert targets[f"{arm}_windows_above_baselines"] == above
 
 
 def test_report_files_are_written(bench) -> None:
@@ -111,6 +129,15 @@ def test_report_files_are_written(bench) -> None:
         assert f"| 2 | {label} |" in report
     time_line = next(line for line in report.splitlines() if "wall time at the last" in line)
     assert ("(target <= 0.1: NOT met)" in time_line) != results["targets"]["time_met"]
+    for arm, label in (("incremental", "incremental"), ("full", "full retrain")):
+        line = next(
+            x
+            for x in report.splitlines()
+            if x.startswith(f"- Mean next-window NDCG@10 of the {label} ")
+        )
+        assert ("above every baseline: NOT met" in line) != results["targets"][
+            f"{arm}_above_baselines"
+        ]
     loaded = json.loads((out / f"{stem}.json").read_text(encoding="utf-8"))
     assert loaded["steps"][1]["rows"]["incremental"]["next"]["ndcg_at_10"] == pytest.approx(
         results["steps"][1]["rows"]["incremental"]["next"]["ndcg_at_10"]
@@ -131,6 +158,14 @@ def test_mlflow_run_holds_metrics_and_report(bench) -> None:
         (s["window"], pytest.approx(s["rows"]["incremental"]["next"]["ndcg_at_10"]))
         for s in results["steps"]
     ]
+    metrics = run.data.metrics
+    for arm in ("incremental", "full"):
+        assert metrics[f"{arm}_vs_best_baseline"] == pytest.approx(
+            results["targets"][f"{arm}_vs_best_baseline"]
+        )
+        assert metrics[f"{arm}_baselines_target_met"] == float(
+            results["targets"][f"{arm}_above_baselines"]
+        )
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert artifacts == {"shop.md", "shop.json", "shop-ndcg.png", "shop-seconds.png"}
 
