@@ -586,6 +586,25 @@ def bench_quality_command(
             help="Comma-separated: text+id, id, text, text+id-no-mlm (the MLM ablation).",
         ),
     ] = "text+id,id,text,text+id-no-mlm",
+    protocol: Annotated[
+        str,
+        typer.Option(
+            "--protocol",
+            help="'loo' (last event per user = test) or 'temporal' (the last of --windows "
+            "windows cut by time = test, the window before = validation).",
+        ),
+    ] = "loo",
+    windows: Annotated[
+        int, typer.Option("--windows", min=2, help="temporal: windows after the base period.")
+    ] = 4,
+    targets: Annotated[
+        str,
+        typer.Option(
+            "--targets",
+            help="temporal: 'all' (every test-window event with a history) or 'first' (each "
+            "active user's first event there).",
+        ),
+    ] = "all",
     out: Annotated[Path, typer.Option("--out", help="Report folder.")] = Path("reports"),
     no_mlflow: Annotated[
         bool, typer.Option("--no-mlflow", help="Do not log the benchmark to MLflow.")
@@ -593,13 +612,15 @@ def bench_quality_command(
     home: HomeOption = None,
     config: ConfigOption = None,
 ) -> dict[str, Any]:
-    """Leave-one-out quality (text+ID, ID-only, text-only, no-MLM) beside the baselines.
+    """Model quality (text+ID, ID-only, text-only, no-MLM) beside the baselines.
 
-    Writes reports/quality.md, quality.json and plots; logs an MLflow run.
+    Writes reports/quality.md (quality-temporal.md under --protocol temporal), the JSON figures
+    and plots; logs an MLflow run.
     """
     from recloop.bench_quality import main as bench_quality
 
     argv = ["--shared", str(shared), "--out", str(out), "--variants", variants]
+    argv += ["--protocol", protocol, "--windows", str(windows), "--targets", targets]
     for item in data or []:
         argv += ["--data", item]
     if config is not None:

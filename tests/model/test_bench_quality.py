@@ -12,10 +12,13 @@ from mlflow.tracking import MlflowClient
 
 from models import encoder
 from recloop import bench_quality
+from recloop.baselines import RecentPopularity
 from recloop.bench_quality import prepare_dataset, run_quality
 from recloop.config import load_config
-from recloop.data import write_dataset
+from recloop.data import read_dataset, split_windows, write_dataset
 from recloop.demo import simulate
+from recloop.protocols import temporal_split
+from tasks.evaluate import evaluate_scorer
 
 pytestmark = pytest.mark.model
 
@@ -114,3 +117,91 @@ def test_mlm_runs_only_when_a_selected_variant_needs_it(
         assert np.isfinite(prepared.embeddings).all()
     with pytest.raises(ValueError, match="unknown variant"):
         run_quality({"demo": data}, config, tmp_path / "out", variants=("text+id-typo",))
+
+
+def test_temporal_protocol_scores_the_last_window_beside_recent_popularity(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    data = write_dataset(simulate(seed=11, n_users=80, n_items=90), tmp_path / "demo")
+    config = load_config(
+        overrides={
+            "model": {"hidden_size": 32, "num_layers": 1, "max_seq_len": 20},
+            "train": {"epochs": 3, "patience": 2},
+        }
+    )
+    results = run_quality(
+        {"demo": data},
+        config,
+        tmp_path / "out",
+        variants=("text+id-no-mlm", "id"),  # no MLM run: the split is under test here
+        cache_dir=tmp_path / "cache",
+        log_mlflow=True,
+        home=tmp_path / "home",
+        protocol="temporal",
+        windows=3,
+        targets="all",
+    )
+    interactions = read_dataset(data).interactions
+    parts = split_windows(interactions, 4, config.replay.base_fraction)  # base + 3 windows
+    expected = temporal_split(interactions, 3, config.replay.base_fraction, "all")[-1]
+    entry = results["datasets"]["demo"]
+    assert entry["n_test_cases"] == len(expected.test) > 0
+    assert entry["split"]["train_full_events"] == sum(len(p) for p in parts[:3])
+    assert entry["split"]["train_events"] == sum(len(p) for p in parts[:2])
+
+    rows = entry["rows"]
+    assert {"popularity", "recent_popularity", "transitions", "text+id-no-mlm", "id"} == set(rows)
+    # Recent popularity is fitted on every event before the test window and counts a stretch
+    # as long as that window.
+    span = int(parts[3]["timestamp"].max() - parts[3]["timestamp"].min())
+    item_ids = prepare_dataset(
+        "demo", data, config, tmp_path / "cache", variants=("id",), protocol="temporal", windows=3
+    ).item_ids
+    recent = RecentPopularity(expected.train_full, item_ids, window_seconds=span)
+    by_hand = evaluate_scorer(recent, expected.test, item_ids, config.eval.ks)
+    assert rows["recent_popularity"]["test"]["ndcg_at_10"] == pytest.approx(by_hand["ndcg_at_10"])
+
+    targets = entry["targets"]
+    best = max(
+        rows[b]["test"]["ndcg_at_10"] for b in ("popularity", "recent_popularity", "transitions")
+    )
+    assert targets["best_baseline_ndcg_at_10"] == best
+    assert "text+id" not in rows and "beats_every_baseline" not in targets
+
+    out = tmp_path / "out"
+    report = (out / "quality-temporal.md").read_text(encoding="utf-8")
+    assert report.startswith("# Model quality (temporal, the last of 3 windows)")
+    assert "| recent_popularity |" in report
+    saved = json.loads((out / "quality-temporal.json").read_text())
+    assert saved["protocol"] == "temporal" and saved["windows"] == 3
+    assert not (out / "quality.md").exists()  # the leave-one-out report is left alone
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("recloop-benchmarks").experiment_id])
+    assert run.info.run_name == "quality-temporal"
+    assert run.data.params["protocol"] == "temporal" and run.data.params["targets"] == "all"
+
+    with pytest.raises(ValueError, match="unknown protocol"):
+        run_quality({"demo": data}, config, out, variants=("id",), protocol="random")
+
+
+def test_temporal_target_is_above_every_baseline() -> None:
+    def row(ndcg: float) -> dict:
+        return {"test": {"ndcg_at_10": ndcg}, "train_seconds": 1.0}
+
+    rows = {
+        "popularity": row(0.02),
+        "recent_popularity": row(0.05),
+        "transitions": row(0.04),
+        "text+id": row(0.055),
+        "id": row(0.05),
+    }
+    targets = bench_quality._targets(rows, "temporal")
+    assert targets["best_baseline"] == "recent_popularity"
+    assert targets["ratio_to_best_baseline"] == pytest.approx(1.1)
+    assert targets["beats_every_baseline"] and targets["text_id_at_least_id"]
+    rows["text+id"] = row(0.05)  # a tie with the best baseline is not above it
+    assert not bench_quality._targets(rows, "temporal")["beats_every_baseline"]
+    # Under leave-one-out the bar is 1.2x the best of popularity and transitions.
+    loo = bench_quality._targets({k: v for k, v in rows.items() if k != "recent_popularity"})
+    assert loo["best_baseline"] == "transitions" and loo["beats_1_2x_baseline"]
