@@ -10,12 +10,13 @@ scored on the test targets with the validation item in the history
 the events); the test is the last window (``--targets``: every event there with a history, or each
 user's first), the validation the window before it, and the training data everything before the
 validation window; no event after the training data is seen by a model or a baseline. Baselines
-(popularity, item-to-item transitions, and under ``temporal`` recent popularity over the span of
-the window scored) are fitted on the training part for the validation cases and on it plus the
-validation events for the test cases. Variants: text+ID (the default), ID-only, text-only and
-text+ID without MLM pretraining (the ablation). text+ID and text-only embed the items with the
-encoder MLM-pretrained on that dataset's cleaned catalogue text
-(:func:`models.encoder.pretrain_mlm`, default config); the ablation with the shipped base encoder.
+(popularity, item-to-item transitions, and under ``temporal`` recent popularity, which counts the
+last window of the events it is fitted on) are fitted on the training part for the validation
+cases and on it plus the validation events for the test cases. Variants: text+ID (the
+default), ID-only, text-only and text+ID without MLM pretraining (the ablation). text+ID and
+text-only embed the items with the encoder MLM-pretrained on that dataset's cleaned catalogue
+text (:func:`models.encoder.pretrain_mlm`, default config); the ablation with the shipped base
+encoder.
 Every number is NDCG/Recall@k with full ranking over the catalogue, history excluded, pessimistic
 ties (:func:`tasks.evaluate.evaluate_scorer`).
 
@@ -43,7 +44,7 @@ import torch
 from models.encoder import TextEmbedder, base_encoder_path, pretrain_mlm
 from recloop.baselines import ItemTransitions, Popularity, RecentPopularity
 from recloop.config import Config, load_config
-from recloop.data import EvalCases, read_dataset
+from recloop.data import EvalCases, read_dataset, split_windows
 from recloop.paths import get_home
 from recloop.protocols import TEMPORAL_TARGETS, Split, loo_split, temporal_split
 from recloop.reporting import machine_description as _machine
@@ -90,8 +91,8 @@ class PreparedDataset:
     base_embeddings: np.ndarray | None = None  # the shipped encoder's, for the MLM ablation
     mlm: dict[str, Any] | None = None  # the MLM pretraining's report, when it ran
     protocol: str = "loo"
-    # Under ``temporal``: the seconds spanned by the validation and the test window (recent
-    # popularity counts over as long a span before the cases it scores).
+    # Under ``temporal``: per case set ("validation", "test"), the time spanned by the last window
+    # of the events the baselines are fitted on (recent popularity counts that window).
     window_seconds: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
@@ -102,9 +103,13 @@ def make_split(
     base_fraction: float = 0.5,
     targets: str = "all",
 ) -> tuple[Split, dict[str, int]]:
-    """The benchmark's split of ``interactions`` and, under ``temporal``, the seconds spanned by
-    its validation and test windows: ``loo``, or the last of ``windows`` temporal windows (the
-    window right after the training data and the validation window)."""
+    """The benchmark's split of ``interactions``: ``loo``, or the last of ``windows`` temporal
+    windows (test: the last window; validation: the window before it). Under ``temporal`` also
+    the time spanned by the last window of each case set's training events, for recent
+    popularity (the issue's "recent popularity (last window)"): the validation window for the
+    test, the window before it (the base period when ``windows`` is 2) for the validation.
+    Timestamps may be positions rather than seconds (``recloop.baselines.RecentPopularity``):
+    the windows are then cut by position, and so is this span."""
     if protocol == "loo":
         return loo_split(interactions), {}
     if protocol != "temporal":
@@ -112,16 +117,12 @@ def make_split(
     if windows < 2:
         raise ValueError(f"the temporal benchmark needs at least 2 windows, got {windows}")
     split = temporal_split(interactions, windows, base_fraction, targets)[-1]
-    stamps = interactions["timestamp"]
-    validation = split.train_full["timestamp"][
-        split.train_full["timestamp"] > split.train["timestamp"].max()
-    ]
-    test = stamps[stamps > split.train_full["timestamp"].max()]
-    spans = {
-        "validation": int(validation.max() - validation.min()) if len(validation) else 0,
-        "test": int(test.max() - test.min()) if len(test) else 0,
-    }
-    return split, spans
+    parts = split_windows(interactions, windows + 1, base_fraction)  # as temporal_split cuts
+
+    def span(part: pd.DataFrame) -> int:
+        return int(part["timestamp"].max() - part["timestamp"].min())
+
+    return split, {"validation": span(parts[-3]), "test": span(parts[-2])}
 
 
 def prepare_dataset(
@@ -216,7 +217,7 @@ def _metrics(scorer: Any, cases: EvalCases, item_ids: list[str], config: Config)
 def evaluate_baselines(data: PreparedDataset, config: Config) -> dict[str, dict[str, Any]]:
     """Validation and test metrics of the protocol's simple baselines: fitted on ``train`` for
     the validation cases and on ``train_full`` (with the validation events) for the test cases;
-    recent popularity counts the last ``window_seconds`` of the window scored."""
+    recent popularity counts the last window of those events (``window_seconds``)."""
     names = PROTOCOL_BASELINES[data.protocol]
     out: dict[str, dict[str, Any]] = {name: {} for name in names}
     for part, train, cases in (
@@ -516,8 +517,8 @@ def to_markdown(results: dict[str, Any]) -> str:
             f"Events cut by time into a base period ({results['base_fraction']:.0%} of the "
             f"events) and {results['windows']} windows: the last window = test ({cases}), the "
             "window before it = validation (early stopping, the same construction), every "
-            "earlier event = training. Recent popularity counts the last stretch of the "
-            "training data as long as the window it scores."
+            "earlier event = training. Recent popularity counts the last window of the events "
+            "it is fitted on (for the test: the validation window)."
         )
     lines = [
         f"# Model quality ({title})",

@@ -152,9 +152,9 @@ def test_temporal_protocol_scores_the_last_window_beside_recent_popularity(
 
     rows = entry["rows"]
     assert {"popularity", "recent_popularity", "transitions", "text+id-no-mlm", "id"} == set(rows)
-    # Recent popularity is fitted on every event before the test window and counts a stretch
-    # as long as that window.
-    span = int(parts[3]["timestamp"].max() - parts[3]["timestamp"].min())
+    # Recent popularity is fitted on every event before the test window and counts the last
+    # window of those, the validation window.
+    span = int(parts[2]["timestamp"].max() - parts[2]["timestamp"].min())
     item_ids = prepare_dataset(
         "demo", data, config, tmp_path / "cache", variants=("id",), protocol="temporal", windows=3
     ).item_ids
