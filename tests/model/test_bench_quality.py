@@ -30,6 +30,11 @@ TINY_ENCODER = {
     "head_warmup_tokens": 512,
     "eval_max_texts": 12,
 }
+# A small recommender for a few epochs: enough to rank the simulated shop above popularity.
+TINY_MODEL = {
+    "model": {"hidden_size": 32, "num_layers": 1, "max_seq_len": 20},
+    "train": {"epochs": 3, "patience": 2},
+}
 
 
 def test_quality_report_has_baselines_variants_and_targets(
@@ -37,13 +42,7 @@ def test_quality_report_has_baselines_variants_and_targets(
 ) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # log to this test's home
     data = write_dataset(simulate(seed=11, n_users=80, n_items=90), tmp_path / "demo")
-    config = load_config(
-        overrides={
-            "encoder": TINY_ENCODER,
-            "model": {"hidden_size": 32, "num_layers": 1, "max_seq_len": 20},
-            "train": {"epochs": 3, "patience": 2},
-        }
-    )
+    config = load_config(overrides={"encoder": TINY_ENCODER, **TINY_MODEL})
     results = run_quality(
         {"demo": data},
         config,
@@ -124,12 +123,7 @@ def test_temporal_protocol_scores_the_last_window_beside_recent_popularity(
 ) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     data = write_dataset(simulate(seed=11, n_users=80, n_items=90), tmp_path / "demo")
-    config = load_config(
-        overrides={
-            "model": {"hidden_size": 32, "num_layers": 1, "max_seq_len": 20},
-            "train": {"epochs": 3, "patience": 2},
-        }
-    )
+    config = load_config(overrides=TINY_MODEL)
     results = run_quality(
         {"demo": data},
         config,
