@@ -46,7 +46,7 @@ from recloop.baselines import ItemTransitions, Popularity, RecentPopularity
 from recloop.config import Config, load_config
 from recloop.data import EvalCases, read_dataset, split_windows
 from recloop.paths import get_home
-from recloop.protocols import TEMPORAL_TARGETS, Split, loo_split, temporal_split
+from recloop.protocols import TEMPORAL_TARGETS, Split, make_splits
 from recloop.reporting import machine_description as _machine
 from recloop.reporting import plot_bars, write_report
 from tasks.clean_text import clean_catalogue
@@ -110,13 +110,11 @@ def make_split(
     test, the window before it (the base period when ``windows`` is 2) for the validation.
     Timestamps may be positions rather than seconds (``recloop.baselines.RecentPopularity``):
     the windows are then cut by position, and so is this span."""
-    if protocol == "loo":
-        return loo_split(interactions), {}
-    if protocol != "temporal":
-        raise ValueError(f"unknown protocol {protocol!r} (use loo or temporal)")
-    if windows < 2:
+    if protocol == "temporal" and windows < 2:
         raise ValueError(f"the temporal benchmark needs at least 2 windows, got {windows}")
-    split = temporal_split(interactions, windows, base_fraction, targets)[-1]
+    split = make_splits(interactions, protocol, windows, base_fraction, targets)[-1]
+    if protocol == "loo":
+        return split, {}
     parts = split_windows(interactions, windows + 1, base_fraction)  # as temporal_split cuts
 
     def span(part: pd.DataFrame) -> int:
@@ -469,11 +467,6 @@ def _mlm_summary(report: dict[str, Any] | None) -> dict[str, Any] | None:
         "fingerprint",
     )
     return {key: report[key] for key in keys}
-
-
-# The issue's quality target over the best simple baseline: 1.2x under leave-one-out, above it
-# (and so above every baseline) under a temporal split.
-TARGET_RATIO = {"loo": 1.2, "temporal": 1.0}
 
 
 def _targets(rows: dict[str, Any], protocol: str = "loo") -> dict[str, Any]:
