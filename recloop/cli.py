@@ -605,6 +605,15 @@ def bench_quality_command(
             "active user's first event there).",
         ),
     ] = "all",
+    seeds: Annotated[
+        str,
+        typer.Option(
+            "--seeds",
+            help="Comma-separated seeds: every model (and the MLM pretraining) is repeated per "
+            "seed and reported as the mean over them, the targets judged on it (default: the "
+            "config's seed).",
+        ),
+    ] = "",
     out: Annotated[Path, typer.Option("--out", help="Report folder.")] = Path("reports"),
     no_mlflow: Annotated[
         bool, typer.Option("--no-mlflow", help="Do not log the benchmark to MLflow.")
@@ -621,6 +630,8 @@ def bench_quality_command(
 
     argv = ["--shared", str(shared), "--out", str(out), "--variants", variants]
     argv += ["--protocol", protocol, "--windows", str(windows), "--targets", targets]
+    if seeds:
+        argv += ["--seeds", seeds]
     for item in data or []:
         argv += ["--data", item]
     if config is not None:

@@ -199,3 +199,74 @@ def test_temporal_target_is_above_every_baseline() -> None:
     # Under leave-one-out the bar is 1.2x the best of popularity and transitions.
     loo = bench_quality._targets({k: v for k, v in rows.items() if k != "recent_popularity"})
     assert loo["best_baseline"] == "transitions" and loo["beats_1_2x_baseline"]
+
+
+def test_several_seeds_report_each_seed_and_judge_the_targets_on_their_mean(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    data = write_dataset(simulate(seed=11, n_users=60, n_items=50), tmp_path / "demo")
+    config = load_config(overrides={"encoder": TINY_ENCODER, **TINY_MODEL})
+    results = run_quality(
+        {"demo": data},
+        config,
+        tmp_path / "out",
+        variants=("text+id", "id"),
+        cache_dir=tmp_path / "cache",
+        encoder_dir=tmp_path / "encoders",
+        log_mlflow=True,
+        home=tmp_path / "home",
+        seeds=(3, 4),
+    )
+    assert results["seeds"] == [3, 4] and results["seed"] == 3
+    entry = results["datasets"]["demo"]
+    runs = entry["per_seed"]
+    assert set(runs) == {"3", "4"}
+    # The seed drives the MLM pretraining (one encoder per seed) and the model's training.
+    for seed in ("3", "4"):
+        assert (tmp_path / "encoders" / f"seed-{seed}" / "demo" / encoder.REPORT_FILE).exists()
+    assert runs["3"]["mlm"]["perplexity_after"] != runs["4"]["mlm"]["perplexity_after"]
+    ndcgs = [runs[seed]["rows"]["text+id"]["test"]["ndcg_at_10"] for seed in ("3", "4")]
+    assert ndcgs[0] != ndcgs[1]
+
+    rows = entry["rows"]
+    row = rows["text+id"]
+    assert row["per_seed"] == {"3": ndcgs[0], "4": ndcgs[1]}
+    assert row["test"]["ndcg_at_10"] == pytest.approx(np.mean(ndcgs))
+    assert row["test_std"]["ndcg_at_10"] == pytest.approx(np.std(ndcgs))
+    recalls = [runs[seed]["rows"]["text+id"]["validation"]["recall_at_10"] for seed in ("3", "4")]
+    assert row["validation"]["recall_at_10"] == pytest.approx(np.mean(recalls))
+    seconds = [runs[seed]["rows"]["text+id"]["train_seconds"] for seed in ("3", "4")]
+    assert row["train_seconds_max"] == max(seconds)
+    # Baselines do not depend on the seed: one row each, no per-seed figures.
+    assert "per_seed" not in rows["transitions"]
+    targets = entry["targets"]
+    assert targets["ratio_to_best_baseline"] == pytest.approx(
+        np.mean(ndcgs) / targets["best_baseline_ndcg_at_10"]
+    )
+    assert targets["text_id_at_least_id"] == (np.mean(ndcgs) >= rows["id"]["test"]["ndcg_at_10"])
+
+    # A seed's figures are those of a run with that seed alone: the seeds do not share state.
+    alone = run_quality(
+        {"demo": data},
+        config,
+        tmp_path / "alone",
+        variants=("text+id",),
+        cache_dir=tmp_path / "cache",
+        seeds=(4,),
+    )["datasets"]["demo"]
+    assert "per_seed" not in alone and "per_seed" not in alone["rows"]["text+id"]
+    assert alone["rows"]["text+id"]["test"]["ndcg_at_10"] == ndcgs[1]
+    assert alone["mlm"]["perplexity_after"] == runs["4"]["mlm"]["perplexity_after"]
+
+    report = (tmp_path / "out" / "quality.md").read_text(encoding="utf-8")
+    assert "Seeds 3, 4" in report and "Test NDCG@10 per seed:" in report
+    assert f"| text+id | {ndcgs[0]:.4f} | {ndcgs[1]:.4f} | {np.mean(ndcgs):.4f} |" in report
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("recloop-benchmarks").experiment_id])
+    assert run.data.params["seeds"] == "3,4"
+    assert run.data.metrics["demo/text_id/seed_4/ndcg_at_10"] == pytest.approx(ndcgs[1])
+    assert run.data.metrics["demo/text_id/ndcg_at_10"] == pytest.approx(np.mean(ndcgs))
+
+    with pytest.raises(ValueError, match="seeds must differ"):
+        run_quality({"demo": data}, config, tmp_path / "out", variants=("id",), seeds=(3, 3))
