@@ -21,13 +21,24 @@ import numpy as np
 import torch
 from torch import nn
 
+from recloop.baselines import add_transition_scores, transition_csr
 from recloop.config import RecommenderConfig
 
 logger = logging.getLogger(__name__)
 
 PAD = 0
 # What a checkpoint saved before a RecommenderConfig key existed meant by it.
-LEGACY_MODEL_ARGS: dict[str, Any] = {"temperature": 0.0, "id_min_count": 0, "id_dropout": 0.0}
+LEGACY_MODEL_ARGS: dict[str, Any] = {
+    "temperature": 0.0,
+    "id_min_count": 0,
+    "id_dropout": 0.0,
+    "prior_window": 0,
+    "prior_weights": (0.0,),
+}
+# Added to a transition probability before its log (see TransitionPrior.log_scores): an item that
+# none of the user's recent items led to keeps the model's score, so the prior reorders the
+# model's ranking but never vetoes an item. 0.01 = one transition in a hundred.
+PRIOR_FLOOR = 0.01
 
 
 class SeqRec(nn.Module):
@@ -396,8 +407,80 @@ def _left_pad(histories: list[list[int]], length: int) -> torch.Tensor:
     return out
 
 
+class TransitionPrior:
+    """First-order item-to-item transitions of the training sequences, in table order: the
+    Markov-chain term that :class:`Recommender` adds to the model's log-probabilities.
+
+    Row ``a`` holds P(b | a) over the consecutive pairs of the training sequences (as in
+    ``recloop.baselines.ItemTransitions``, whose CSR layout it shares); a user's last ``window``
+    items vote, the most recent with weight 1, the one before 1/2, ... Self-attention over a
+    sequence learns such transitions only as far as the ID rows of rare items allow; the counts
+    keep them exact (the idea of FPMC and Fossil, Rendle et al. 2010, He & McAuley 2016). They are
+    refitted from the training events at every training, so they grow with the data.
+    """
+
+    def __init__(
+        self, indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, window: int
+    ) -> None:
+        if window < 1:
+            raise ValueError(f"window must be at least 1, got {window}")
+        self.indptr = np.asarray(indptr, dtype=np.int64)
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.data = np.asarray(data, dtype=np.float64)
+        self.window = int(window)
+
+    @property
+    def num_items(self) -> int:
+        return len(self.indptr) - 1
+
+    @classmethod
+    def fit(cls, sequences: list[list[int]], num_items: int, window: int) -> TransitionPrior:
+        """The transitions of ``sequences`` of table indices (``1..num_items``)."""
+        codes = (np.asarray(seq, dtype=np.int64) - 1 for seq in sequences)
+        indptr, indices, data, _ = transition_csr(codes, num_items)
+        return cls(indptr, indices, data, window)
+
+    def log_scores(self, histories: list[list[int]]) -> np.ndarray:
+        """``(B, N)`` float32 ``log(1 + T / PRIOR_FLOOR)`` of each history's (table indices)
+        transition scores ``T``: 0 where no recent item leads, log 101 for a sure transition
+        from the last item."""
+        out = np.zeros((len(histories), self.num_items), dtype=np.float64)
+        for row, history in zip(out, histories, strict=True):
+            recent = [i - 1 for i in history[-self.window :]]
+            add_transition_scores(row, self.indptr, self.indices, self.data, recent, self.window)
+        return np.log1p(out / PRIOR_FLOOR).astype(np.float32)
+
+    def grow(self, count: int) -> None:
+        """Append ``count`` items without transitions (until the next fit)."""
+        self.indptr = np.concatenate([self.indptr, np.full(count, self.indptr[-1])])
+
+    def copy(self) -> TransitionPrior:
+        return TransitionPrior(
+            self.indptr.copy(), self.indices.copy(), self.data.copy(), self.window
+        )
+
+    def state(self) -> dict[str, Any]:
+        """Plain tensors and ints (a ``weights_only`` checkpoint can hold them)."""
+        return {
+            "indptr": torch.as_tensor(self.indptr),
+            "indices": torch.as_tensor(self.indices),
+            "data": torch.as_tensor(self.data),
+            "window": self.window,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> TransitionPrior:
+        return cls(
+            state["indptr"].numpy(),
+            state["indices"].numpy(),
+            state["data"].numpy(),
+            int(state["window"]),
+        )
+
+
 class Recommender:
-    """The deployable recommender: a :class:`SeqRec`, its catalogue and a popularity fallback.
+    """The deployable recommender: a :class:`SeqRec`, its catalogue, a popularity fallback and
+    (optionally) a :class:`TransitionPrior` with its weight.
 
     ``score`` / ``recommend`` take histories as lists of item-id strings, oldest first.
     """
@@ -408,9 +491,17 @@ class Recommender:
         item_ids: list[str],
         popularity: np.ndarray | None = None,
         metadata: dict[str, Any] | None = None,
+        prior: TransitionPrior | None = None,
+        prior_weight: float = 0.0,
     ) -> None:
         if len(item_ids) != model.num_items:
             raise ValueError(f"{len(item_ids)} item ids for a model with {model.num_items} items")
+        if prior is not None and prior.num_items != model.num_items:
+            raise ValueError(f"a prior over {prior.num_items} items for {model.num_items} items")
+        if prior_weight < 0:
+            raise ValueError(f"prior_weight must be >= 0, got {prior_weight}")
+        self.prior = prior
+        self.prior_weight = float(prior_weight)
         self.model = model.eval()
         self.item_ids = list(item_ids)
         self.index = {item: i + 1 for i, item in enumerate(self.item_ids)}
@@ -449,7 +540,10 @@ class Recommender:
     @torch.no_grad()
     def score(self, histories: list[list[str]], batch_size: int = 256) -> np.ndarray:
         """``(B, len(item_ids))`` float32 scores; unknown items are ignored, an empty (or all
-        unknown) history gets the popularity scores."""
+        unknown) history gets the popularity scores.
+
+        The model's logits; with a prior and ``prior_weight`` w > 0, its log-probabilities plus
+        w times the prior's :meth:`TransitionPrior.log_scores`."""
         self.model.eval()
         encoded = self.encode_histories(histories)
         out = np.empty((len(histories), len(self.item_ids)), dtype=np.float32)
@@ -466,9 +560,11 @@ class Recommender:
             seqs = [chunk[i] for i in rows]
             inputs = _left_pad(seqs, max(len(s) for s in seqs))
             h = self.model.encode_last(inputs, items)  # (b, H)
-            # (b, N): the padding column dropped
-            logits = self.model.logits(h, items)[:, 1:].float().numpy()
-            out[[start + i for i in rows]] = logits
+            logits = self.model.logits(h, items)[:, 1:].float()  # (b, N): padding dropped
+            if self.prior is not None and self.prior_weight > 0:
+                logits = torch.log_softmax(logits, dim=-1)
+                logits += self.prior_weight * torch.from_numpy(self.prior.log_scores(seqs))
+            out[[start + i for i in rows]] = logits.numpy()
         return out
 
     def recommend(
@@ -497,6 +593,8 @@ class Recommender:
             list(self.item_ids),
             self.popularity.copy(),
             copy.deepcopy(self.metadata),
+            None if self.prior is None else self.prior.copy(),
+            self.prior_weight,
         )
 
     def add_items(self, item_ids: list[str], text_embeddings: np.ndarray) -> None:
@@ -511,6 +609,8 @@ class Recommender:
             self.item_ids.append(item)
             self.index[item] = len(self.item_ids)
         self.popularity = np.concatenate([self.popularity, np.zeros(len(item_ids))])
+        if self.prior is not None:
+            self.prior.grow(len(item_ids))
 
     def save(self, path: str | Path) -> Path:
         """One torch file that rebuilds the recommender by itself (see :meth:`load`)."""
@@ -523,6 +623,8 @@ class Recommender:
             "text_dim": int(self.text_dim),
             "popularity": torch.as_tensor(self.popularity, dtype=torch.float64),
             "metadata": self.metadata,
+            "prior": None if self.prior is None else self.prior.state(),
+            "prior_weight": self.prior_weight,
         }
         tmp = path.with_name(path.name + ".tmp")
         torch.save(checkpoint, tmp)
@@ -534,16 +636,21 @@ class Recommender:
         """Rebuild a recommender saved by :meth:`save` (plain contents: ``weights_only`` safe)."""
         checkpoint = torch.load(Path(path), map_location="cpu", weights_only=True)
         # Keys added to RecommenderConfig later take the value that reproduces older checkpoints.
-        config = RecommenderConfig(**{**LEGACY_MODEL_ARGS, **checkpoint["model_args"]})
+        args = {**LEGACY_MODEL_ARGS, **checkpoint["model_args"]}
+        config = RecommenderConfig(**{**args, "prior_weights": tuple(args["prior_weights"])})
         model = SeqRec(config, len(checkpoint["item_ids"]), int(checkpoint["text_dim"]))
         state = dict(checkpoint["state_dict"])
         # A checkpoint from before the ID gate used every item's ID embedding (the open gate
         # the new model starts with).
         state.setdefault("id_gate", model.id_gate)
         model.load_state_dict(state)
+        prior = checkpoint.get("prior")
         return cls(
             model,
             list(checkpoint["item_ids"]),
             checkpoint["popularity"].numpy(),
             dict(checkpoint["metadata"]),
+            # A checkpoint from before the prior has none.
+            None if prior is None else TransitionPrior.from_state(prior),
+            float(checkpoint.get("prior_weight", 0.0)),
         )

@@ -272,12 +272,18 @@ def evaluate_variant(
         "best_epoch": report["best_epoch"],
         "stopped_reason": report["stopped_reason"],
         "text_encoder": encoder if use_text else None,
+        "prior_weight": report["prior_weight"],
+        "prior_validation": report["prior_validation"],
     }
     out["test"] = out["test_train_only"]
+    scored = result.recommender
     if refit:
         epochs = max(1, int(report["best_epoch"] or report["epochs"]))
+        # The refit has no validation cases: it keeps the prior weight validation chose.
         refit_config = dataclasses.replace(
-            config, train=dataclasses.replace(config.train, epochs=epochs)
+            config,
+            train=dataclasses.replace(config.train, epochs=epochs),
+            model=dataclasses.replace(config.model, prior_weights=(report["prior_weight"],)),
         )
         # No validation cases: every train_full event is trained on, for a fixed epoch count.
         refitted = fit_recommender(
@@ -287,8 +293,15 @@ def evaluate_variant(
             refit_config,
             validation=EvalCases([], [], []),
         )
-        out["test"] = _metrics(refitted.recommender, data.split.test, data.item_ids, config)
+        scored = refitted.recommender
+        out["test"] = _metrics(scored, data.split.test, data.item_ids, config)
         out["refit_seconds"] = round(float(refitted.report["seconds"]), 1)
+    # The ablation: the same model without its transition prior.
+    weight, scored.prior_weight = scored.prior_weight, 0.0
+    out["test_no_prior"] = (
+        _metrics(scored, data.split.test, data.item_ids, config) if weight > 0 else out["test"]
+    )
+    scored.prior_weight = weight
     return out
 
 
@@ -417,14 +430,14 @@ def run_quality(
     return results
 
 
-METRIC_GROUPS = ("test", "validation", "test_train_only")
+METRIC_GROUPS = ("test", "validation", "test_train_only", "test_no_prior")
 
 
 def mean_row(by_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
     """One model's row over several seeds: each metric's mean, the test metrics' population
     standard deviation (``test_std``), every seed's test NDCG@10 (``per_seed``), the mean
-    training and refit seconds and the longest training (``train_seconds_max``, which the
-    10-minute target is judged on)."""
+    training and refit seconds and prior weight, and the longest training
+    (``train_seconds_max``, which the 10-minute target is judged on)."""
     rows = list(by_seed.values())
     out: dict[str, Any] = {}
     for group in METRIC_GROUPS:
@@ -436,7 +449,7 @@ def mean_row(by_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
         key: float(np.std([row["test"][key] for row in rows])) for key in rows[0]["test"]
     }
     out["per_seed"] = {str(seed): row["test"]["ndcg_at_10"] for seed, row in by_seed.items()}
-    for key in ("train_seconds", "refit_seconds"):
+    for key in ("train_seconds", "refit_seconds", "prior_weight"):
         if all(key in row for row in rows):
             out[key] = round(float(np.mean([row[key] for row in rows])), 1)
     out["train_seconds_max"] = max(row["train_seconds"] for row in rows)
@@ -491,8 +504,14 @@ def _log_mlflow(
                 metrics[f"{name}/{model}/{key}"] = row["test"].get(key)
             if "train_seconds" in row:
                 metrics[f"{name}/{model}/train_seconds"] = row["train_seconds"]
+            if "test_no_prior" in row:
+                metrics[f"{name}/{model}/ndcg_at_10_without_prior"] = row["test_no_prior"][
+                    "ndcg_at_10"
+                ]
+                metrics[f"{name}/{model}/prior_weight"] = row["prior_weight"]
         ratio = entry["targets"].get("ratio_to_best_baseline")
         metrics[f"{name}/ratio_to_best_baseline"] = ratio
+        metrics[f"{name}/ratio_without_prior"] = entry["targets"].get("ratio_without_prior")
         if entry.get("mlm"):
             metrics[f"{name}/mlm_perplexity_before"] = entry["mlm"]["perplexity_before"]
             metrics[f"{name}/mlm_perplexity_after"] = entry["mlm"]["perplexity_after"]
@@ -548,6 +567,9 @@ def _targets(rows: dict[str, Any], protocol: str = "loo") -> dict[str, Any]:
     if "text+id" in rows:
         model = rows["text+id"]["test"]["ndcg_at_10"]
         out["ratio_to_best_baseline"] = model / best if best > 0 else float("inf")
+        if "test_no_prior" in rows["text+id"]:
+            plain = rows["text+id"]["test_no_prior"]["ndcg_at_10"]
+            out["ratio_without_prior"] = plain / best if best > 0 else float("inf")
         if protocol == "loo":
             out["beats_1_2x_baseline"] = model >= 1.2 * best
         else:
@@ -615,18 +637,23 @@ def to_markdown(results: dict[str, Any]) -> str:
             + ".",
             "",
             *_mlm_lines(entry.get("mlm")),
-            "| model | NDCG@10 | Recall@10 | NDCG@20 | Recall@20 | NDCG@10 train-only "
-            "| val NDCG@10 | train s | refit s | best/run epochs |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| model | NDCG@10 | Recall@10 | NDCG@20 | Recall@20 | NDCG@10 without prior "
+            "| prior weight | NDCG@10 train-only | val NDCG@10 | train s | refit s "
+            "| best/run epochs |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for model, row in entry["rows"].items():
             test, val = row["test"], row["validation"]
             only = row.get("test_train_only", {}).get("ndcg_at_10")
+            plain = row.get("test_no_prior", {}).get("ndcg_at_10")
+            weight = row.get("prior_weight")
             epochs = f"{row['best_epoch']}/{row['epochs']}" if "epochs" in row else ""
             lines.append(
                 f"| {model} | {test['ndcg_at_10']:.4f} | {test['recall_at_10']:.4f} | "
                 f"{test.get('ndcg_at_20', float('nan')):.4f} | "
                 f"{test.get('recall_at_20', float('nan')):.4f} | "
+                f"{'' if plain is None else f'{plain:.4f}'} | "
+                f"{'' if weight is None else f'{weight:.2f}'} | "
                 f"{'' if only is None else f'{only:.4f}'} | {val['ndcg_at_10']:.4f} | "
                 f"{row.get('train_seconds', '')} | {row.get('refit_seconds', '')} | {epochs} |"
             )
@@ -642,8 +669,13 @@ def to_markdown(results: dict[str, Any]) -> str:
                 "",
                 f"text+ID / best baseline ({targets['best_baseline']}): "
                 f"{targets['ratio_to_best_baseline']:.2f}x (target {goal}: "
-                f"{'met' if met else 'NOT met'}); "
-                "text+ID >= ID-only: "
+                f"{'met' if met else 'NOT met'}"
+                + (
+                    f"; without the transition prior {targets['ratio_without_prior']:.2f}x"
+                    if "ratio_without_prior" in targets
+                    else ""
+                )
+                + "); text+ID >= ID-only: "
                 f"{_yes(targets.get('text_id_at_least_id'))}; training <= 10 min: "
                 f"{_yes(targets['under_10_minutes'])}.",
             ]

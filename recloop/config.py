@@ -84,6 +84,13 @@ class RecommenderConfig:
     # amazon-office-2014 and movielens-latest-small, whose ID rows carry more.
     id_dropout: float = 0.0
     temperature: float = 0.0  # > 0: cosine scores / temperature (L2-normalised); 0: dot product
+    # The transition prior (models.sasrec.TransitionPrior): the item-to-item transitions of the
+    # training sequences, from the user's last prior_window items (0 = no prior), added to the
+    # model's log-probabilities with a weight chosen on the validation cases among
+    # prior_weights (one value: that weight, no choice; a weight must be >= 0). Measured in
+    # the README ("The transition prior").
+    prior_window: int = 3
+    prior_weights: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
 
 
 @dataclass(frozen=True)

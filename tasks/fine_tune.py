@@ -19,7 +19,7 @@ import copy
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from prefect.cache_policies import NO_CACHE
 from torch import nn
 
 from models.encoder import TextEmbedder
-from models.sasrec import PAD, Recommender, SeqRec
+from models.sasrec import PAD, Recommender, SeqRec, TransitionPrior
 from recloop.config import Config
 from recloop.data import EvalCases, build_sequences, sort_events
 from recloop.metrics import metrics_from_ranks
@@ -187,15 +187,29 @@ def validation_ndcg(
 ) -> float:
     """Mean NDCG@k of the next item over the full catalogue, history items excluded (a target
     that is itself in the history stays rankable); rank = items scored strictly higher."""
+    return prior_weight_ndcgs(model, histories, targets, None, (0.0,), k, batch_size)[0]
+
+
+def prior_weight_ndcgs(
+    model: SeqRec,
+    histories: list[list[int]],
+    targets: list[int],
+    prior: TransitionPrior | None,
+    weights: Sequence[float],
+    k: int = 10,
+    batch_size: int = 64,
+) -> list[float]:
+    """:func:`validation_ndcg` of the model's scores with ``prior`` added at each of
+    ``weights``, as :meth:`Recommender.score` adds it (the model's logits at weight 0)."""
     if not targets:
-        return float("nan")
+        return [float("nan")] * len(weights)
     model.eval()
     # Users in order of history length: a batch is padded to its longest history, and most
     # histories are short (the ranks, and so the metric, do not depend on the order).
     order = sorted(range(len(targets)), key=lambda u: len(histories[u]))
     histories = [histories[u] for u in order]
     targets = [targets[u] for u in order]
-    ranks = []
+    ranks: list[list[np.ndarray]] = [[] for _ in weights]
     with torch.no_grad():
         items = model.item_repr()
         limit = model.config.max_seq_len
@@ -208,15 +222,26 @@ def validation_ndcg(
             inputs = inputs.to(items.device)
             h = model.encode_last(inputs, items)
             logits = model.logits(h, items)  # (b, N+1)
-            target_score = logits.gather(1, target[:, None])
             logits[:, PAD] = float("-inf")
             chunk = histories[start : start + batch_size]
             rows = torch.tensor([r for r, h in enumerate(chunk) for _ in h], dtype=torch.long)
             cols = torch.tensor([i for h in chunk for i in h], dtype=torch.long)
-            # One indexed write for the whole batch (a loop of per-row writes is slow on a GPU).
-            logits[rows.to(items.device), cols.to(items.device)] = float("-inf")
-            ranks.append((logits > target_score).sum(1).cpu().numpy())  # 0-based
-    return metrics_from_ranks(np.concatenate(ranks), (k,))[f"ndcg_at_{k}"]
+            rows, cols = rows.to(items.device), cols.to(items.device)
+            log_scores = None
+            if prior is not None and any(w > 0 for w in weights):
+                log_scores = torch.zeros_like(logits)
+                log_scores[:, 1:] = torch.from_numpy(prior.log_scores(seqs)).to(logits.device)
+                log_probs = torch.log_softmax(logits, dim=-1)
+            for weight, out in zip(weights, ranks, strict=True):
+                if weight > 0 and log_scores is not None:
+                    scores = log_probs + weight * log_scores
+                else:
+                    scores = logits.clone()
+                target_score = scores.gather(1, target[:, None])
+                # One indexed write for the whole batch (per-row writes are slow on a GPU).
+                scores[rows, cols] = float("-inf")
+                out.append((scores > target_score).sum(1).cpu().numpy())  # 0-based
+    return [metrics_from_ranks(np.concatenate(r), (k,))[f"ndcg_at_{k}"] for r in ranks]
 
 
 def trim_padding(
@@ -523,6 +548,16 @@ def fit_recommender(
             desc="fine_tune" if warm else "train",
         )
 
+        prior_report = _fit_prior(
+            recommender,
+            config,
+            [train_seq(u) for u in users],
+            list(sequences.values()),
+            val_histories,
+            val_targets,
+            parent,
+        )
+
     recommender.model.to("cpu").eval()  # the deployable recommender scores on the CPU
     recommender.metadata = {
         **(metadata or {}),
@@ -556,8 +591,57 @@ def fit_recommender(
         "replay_size": n_replay,  # earlier events trained on again, near and far
         "replay_far": n_far,
         "history": report.history,
+        **prior_report,
     }
     return FineTuneResult(recommender, result_report)
+
+
+def _fit_prior(
+    recommender: Recommender,
+    config: Config,
+    trained: list[list[int]],
+    every: list[list[int]],
+    val_histories: list[list[int]],
+    val_targets: list[int],
+    parent: Recommender | None,
+) -> dict[str, Any]:
+    """Give ``recommender`` the transition prior of ``every`` training sequence, weighted by the
+    ``config.model.prior_weights`` entry that scores best on the validation cases -- scored with
+    the prior of the ``trained`` sequences, which leave out the held-out validation items (the
+    first weight wins ties). One weight is taken as it is; without validation cases a warm start
+    keeps its parent's weight and a fresh model the smallest. Returns the report's entries."""
+    window, weights = config.model.prior_window, tuple(config.model.prior_weights)
+    if any(w < 0 for w in weights):
+        raise ValueError(f"model.prior_weights must be >= 0, got {list(weights)}")
+    if window <= 0 or not any(w > 0 for w in weights):
+        recommender.prior, recommender.prior_weight = None, 0.0
+        return {"prior_weight": 0.0, "prior_validation": None}
+    started = time.perf_counter()
+    n = recommender.model.num_items
+    by_weight = None
+    if len(weights) == 1:
+        chosen = weights[0]
+    elif val_targets:
+        ndcgs = prior_weight_ndcgs(
+            recommender.model,
+            val_histories,
+            val_targets,
+            TransitionPrior.fit(trained, n, window),
+            weights,
+        )
+        by_weight = {str(w): round(v, 6) for w, v in zip(weights, ndcgs, strict=True)}
+        chosen = weights[int(np.argmax(ndcgs))]
+    else:
+        chosen = parent.prior_weight if parent is not None else min(weights)
+    recommender.prior = TransitionPrior.fit(every, n, window)
+    recommender.prior_weight = float(chosen)
+    logger.info(
+        "fine_tune: transition prior weight %.2f (validation NDCG@10 by weight: %s), %.1fs",
+        chosen,
+        by_weight,
+        time.perf_counter() - started,
+    )
+    return {"prior_weight": float(chosen), "prior_validation": by_weight}
 
 
 def fine_tune(

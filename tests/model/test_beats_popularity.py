@@ -316,3 +316,30 @@ def test_distillation_keeps_an_update_close_to_the_parent(demo) -> None:
     # Training on the new events alone moves the scores away from the parent's; pure
     # distillation (the parent's softmax as the only target) keeps them close.
     assert divergence(1.0) < 0.25 * divergence(0.0)  # measured: 0.0024 against 0.043
+
+
+def test_the_prior_weight_is_chosen_on_validation_as_the_recommender_scores(demo) -> None:
+    one_epoch = {**TINY, "train": {**TINY["train"], "epochs": 1}}
+    train, cases = holdout_last_events(demo.interactions.iloc[:0], demo.interactions)
+    item_ids = demo.items["item_id"].tolist()
+    text = _random_text(len(item_ids), 0)
+    result = fit_recommender(
+        train, item_ids, text, load_config(overrides=one_epoch), validation=cases
+    )
+    rec, report = result.recommender, result.report
+    by_weight = report["prior_validation"]
+    assert list(by_weight) == ["0.0", "0.1", "0.2", "0.3", "0.5", "0.7", "1.0"]
+    assert report["prior_weight"] == float(max(by_weight, key=by_weight.get))
+    assert rec.prior is not None and rec.prior_weight == report["prior_weight"]
+    # The choice scored the cases as the recommender does (the prior fitted on `train`).
+    for weight in (0.0, 0.3):
+        rec.prior_weight = weight
+        ndcg = _ndcg_at_10(rec.score(cases.histories), item_ids, cases)
+        assert ndcg == pytest.approx(by_weight[str(weight)], abs=1e-5)
+
+    fixed = {**one_epoch, "model": {**TINY["model"], "prior_weights": [0.3]}}
+    result = fit_recommender(train, item_ids, text, load_config(overrides=fixed))
+    assert result.recommender.prior_weight == 0.3 and result.report["prior_validation"] is None
+    off = {**one_epoch, "model": {**TINY["model"], "prior_window": 0}}
+    result = fit_recommender(train, item_ids, text, load_config(overrides=off))
+    assert result.recommender.prior is None and result.report["prior_weight"] == 0.0

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from models.sasrec import PAD, Recommender, SeqRec, linear_cross_entropy
+from models.sasrec import (
+    PAD,
+    PRIOR_FLOOR,
+    Recommender,
+    SeqRec,
+    TransitionPrior,
+    linear_cross_entropy,
+)
 from recloop.config import RecommenderConfig
 
 pytestmark = pytest.mark.model
@@ -232,6 +239,8 @@ def test_save_load_round_trip(tmp_path) -> None:
         "text_dim",
         "popularity",
         "metadata",
+        "prior",
+        "prior_weight",
     }
     loaded = Recommender.load(path)
     histories = [["i1", "i2"], [], ["new", "i5", "i6", "i7", "i8", "i9", "i10", "i11", "i12"]]
@@ -276,9 +285,59 @@ def test_checkpoint_from_before_the_id_gate_loads_with_every_id_open(tmp_path) -
     del raw["state_dict"]["id_gate"]  # as saved before the gate existed
     del raw["model_args"]["id_min_count"]
     del raw["model_args"]["id_dropout"]  # nor the ID dropout
+    del raw["model_args"]["prior_window"], raw["model_args"]["prior_weights"]
+    del raw["prior"], raw["prior_weight"]  # nor the transition prior
     torch.save(raw, path)
     loaded = Recommender.load(path)
     assert loaded.config.id_min_count == 0 and loaded.model.id_gate[1:].eq(1).all()
     assert loaded.config.id_dropout == 0.0
+    assert loaded.prior is None and loaded.config.prior_window == 0
     history = [["i1", "i2", "i3"]]
     np.testing.assert_array_equal(loaded.score(history), rec.score(history))
+
+
+def test_transition_prior_weights_the_recent_items_transitions() -> None:
+    # table indices: 1 -> 2 twice, 1 -> 3 once, 2 -> 3 once; item 4 never follows anything
+    prior = TransitionPrior.fit([[1, 2, 3], [1, 2], [1, 3]], num_items=4, window=2)
+    scores = prior.log_scores([[1, 2], [4], [3, 4, 1]])
+    # [1, 2]: the last item 2 -> 3 (weight 1); the one before, 1 -> 2 (2/3) and 3 (1/3), at 1/2
+    expected = np.log1p(np.array([0.0, 1 / 3, 1 + 1 / 6, 0.0]) / PRIOR_FLOOR)
+    np.testing.assert_allclose(scores[0], expected, rtol=1e-6)
+    np.testing.assert_array_equal(scores[1], np.zeros(4))  # no transition from item 4
+    # only the last `window` items vote: item 3 is out of it
+    np.testing.assert_allclose(scores[2], np.log1p(np.array([0, 2 / 3, 1 / 3, 0]) / PRIOR_FLOOR))
+    prior.grow(2)
+    assert prior.num_items == 6 and prior.log_scores([[1]])[0, 4:].tolist() == [0.0, 0.0]
+    with pytest.raises(ValueError, match="window"):
+        TransitionPrior.fit([[1, 2]], num_items=2, window=0)
+
+
+def test_the_prior_is_added_to_the_models_log_probabilities() -> None:
+    rec = _recommender()
+    histories = [["i1", "i2", "i3"], ["i4"], []]
+    plain = rec.score(histories)
+    codes = [[rec.index[i] for i in h] for h in histories]
+    rec.prior = TransitionPrior.fit([c for c in codes if c] + [[2, 9, 4, 9]], 20, window=2)
+    np.testing.assert_array_equal(rec.score(histories), plain)  # weight 0: the plain logits
+    rec.prior_weight = 0.5
+    fused = rec.score(histories)
+    log_probs = torch.log_softmax(torch.from_numpy(plain[:2]), dim=-1).numpy()
+    expected = log_probs + 0.5 * rec.prior.log_scores(codes[:2])
+    np.testing.assert_allclose(fused[:2], expected, rtol=1e-5, atol=1e-5)
+    assert (rec.prior.log_scores(codes[:2]) > 0).sum() >= 2  # the prior did move some scores
+    np.testing.assert_array_equal(fused[2], plain[2])  # no history: popularity, as before
+    with pytest.raises(ValueError, match="prior over 3 items"):
+        Recommender(rec.model, rec.item_ids, prior=TransitionPrior.fit([[1, 2]], 3, 1))
+
+
+def test_a_prior_survives_growth_copy_and_checkpoint(tmp_path) -> None:
+    rec = _recommender()
+    rec.prior = TransitionPrior.fit([[1, 2, 3, 2, 1]], 20, window=3)
+    rec.prior_weight = 0.3
+    copied = rec.copy()
+    copied.add_items(["new"], _text(1, seed=5).numpy())
+    assert rec.prior.num_items == 20 and copied.prior.num_items == 21  # the copy is its own
+    loaded = Recommender.load(copied.save(tmp_path / "model.pt"))
+    assert loaded.prior_weight == 0.3 and loaded.prior.window == 3
+    histories = [["i0", "i1"], ["new", "i2"]]
+    np.testing.assert_array_equal(loaded.score(histories), copied.score(histories))
