@@ -87,8 +87,10 @@ class RecommenderConfig:
     # The transition prior (models.sasrec.TransitionPrior): the item-to-item transitions of the
     # training sequences, from the user's last prior_window items (0 = no prior), added to the
     # model's log-probabilities with a weight chosen on the validation cases among
-    # prior_weights (one value: that weight, no choice; a weight must be >= 0). Measured in
-    # the README ("The transition prior").
+    # prior_weights (one value: that weight, no choice; a weight must be >= 0). Measured (README,
+    # "Leave-one-out quality", five seeds): LOO text+ID NDCG@10 0.0721 -> 0.0807 on
+    # amazon-instruments-2014 and 0.0817 -> 0.0853 on amazon-office-2014; it also lifted every
+    # arm of bench incremental above the transitions baseline on Office and MovieLens.
     prior_window: int = 3
     prior_weights: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
 
