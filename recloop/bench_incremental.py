@@ -351,6 +351,7 @@ def train_arm(
         "memorisation_gap": report.get("memorisation_gap"),
         "shrink": report.get("shrink"),
         "best_val_ndcg": report.get("best_val_ndcg"),
+        "prior_weight": report.get("prior_weight"),
     }
     return result.recommender, figures
 
@@ -815,7 +816,8 @@ def to_markdown(results: dict[str, Any], stem: str) -> str:
         "Validation NDCG@10 on the active users' last training item (early stopping); "
         "'before' is the parent's score there before the update; 'gap' is how many nats worse "
         "the parent predicted the new events than the earlier ones it trained on, and the "
-        "shrink applied for it (train.warm_shrink_gap).",
+        "shrink applied for it (train.warm_shrink_gap); 'prior w' is the transition prior's "
+        "weight chosen on that validation (model.prior_weights).",
         "",
     ]
     header = [
@@ -831,6 +833,7 @@ def to_markdown(results: dict[str, Any], stem: str) -> str:
         "val before",
         "best val",
         "gap (shrink)",
+        "prior w",
     ]
     rows = []
     init = results["initial"]["training"]
@@ -853,6 +856,7 @@ def to_markdown(results: dict[str, Any], stem: str) -> str:
                 "-"
                 if fig.get("memorisation_gap") is None
                 else f"{fig['memorisation_gap']:.2f} ({fig['shrink']:.2f})",
+                "-" if fig.get("prior_weight") is None else f"{fig['prior_weight']:.2f}",
             ]
         )
     ratio = [

@@ -82,6 +82,9 @@ def test_incremental_is_warm_started_and_grows_its_item_table(bench) -> None:
         # validate_first scored the parent before the update: a warm start, not a fresh model.
         assert inc["val_ndcg_before"] is not None and full["val_ndcg_before"] is None
         assert inc["epochs"] <= TINY["train"]["finetune_epochs"]
+        # each arm chose its transition prior's weight among the configured ones
+        for arm in (inc, full):
+            assert arm["prior_weight"] in load_config().model.prior_weights
 
 
 def test_targets_follow_the_numbers(bench) -> None:
@@ -127,6 +130,7 @@ def test_report_files_are_written(bench) -> None:
     assert "# Incremental updates vs full retrain: shop" in report
     for label in ("incremental", "full retrain", "no update (parent)", "recent popularity"):
         assert f"| 2 | {label} |" in report
+    assert "| gap (shrink) | prior w |" in report  # the training table
     time_line = next(line for line in report.splitlines() if "wall time at the last" in line)
     assert ("(target <= 0.1: NOT met)" in time_line) != results["targets"]["time_met"]
     for arm, label in (("incremental", "incremental"), ("full", "full retrain")):
