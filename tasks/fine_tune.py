@@ -551,7 +551,7 @@ def fit_recommender(
         prior_report = _fit_prior(
             recommender,
             config,
-            [train_seq(u) for u in users],
+            [train_seq(u) for u in users] if val_users else None,
             list(sequences.values()),
             val_histories,
             val_targets,
@@ -599,7 +599,7 @@ def fit_recommender(
 def _fit_prior(
     recommender: Recommender,
     config: Config,
-    trained: list[list[int]],
+    trained: list[list[int]] | None,
     every: list[list[int]],
     val_histories: list[list[int]],
     val_targets: list[int],
@@ -607,9 +607,10 @@ def _fit_prior(
 ) -> dict[str, Any]:
     """Give ``recommender`` the transition prior of ``every`` training sequence, weighted by the
     ``config.model.prior_weights`` entry that scores best on the validation cases -- scored with
-    the prior of the ``trained`` sequences, which leave out the held-out validation items (the
-    first weight wins ties). One weight is taken as it is; without validation cases a warm start
-    keeps its parent's weight and a fresh model the smallest. Returns the report's entries."""
+    the prior of the ``trained`` sequences, which leave out the held-out validation items (None:
+    nothing was held out, ``every`` was trained on); the first weight wins ties. One weight is
+    taken as it is; without validation cases a warm start keeps its parent's weight and a fresh
+    model the smallest. Returns the report's entries."""
     window, weights = config.model.prior_window, tuple(config.model.prior_weights)
     if any(w < 0 for w in weights):
         raise ValueError(f"model.prior_weights must be >= 0, got {list(weights)}")
@@ -618,6 +619,7 @@ def _fit_prior(
         return {"prior_weight": 0.0, "prior_validation": None}
     started = time.perf_counter()
     n = recommender.model.num_items
+    prior = TransitionPrior.fit(every, n, window)
     by_weight = None
     if len(weights) == 1:
         chosen = weights[0]
@@ -626,14 +628,14 @@ def _fit_prior(
             recommender.model,
             val_histories,
             val_targets,
-            TransitionPrior.fit(trained, n, window),
+            prior if trained is None else TransitionPrior.fit(trained, n, window),
             weights,
         )
         by_weight = {str(w): round(v, 6) for w, v in zip(weights, ndcgs, strict=True)}
         chosen = weights[int(np.argmax(ndcgs))]
     else:
         chosen = parent.prior_weight if parent is not None else min(weights)
-    recommender.prior = TransitionPrior.fit(every, n, window)
+    recommender.prior = prior
     recommender.prior_weight = float(chosen)
     logger.info(
         "fine_tune: transition prior weight %.2f (validation NDCG@10 by weight: %s), %.1fs",
