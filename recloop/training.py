@@ -71,6 +71,7 @@ def train_loop(
     validate_first: bool = False,
     before_training: Callable[[], None] | None = None,
     patience: int = 0,
+    patience_steps: int = 0,
     min_steps: int = 0,
     higher_is_better: bool = True,
     max_seconds: float | None = None,
@@ -84,8 +85,9 @@ def train_loop(
     shuffling from it), ``step_loss(model, batch)`` returns the scalar loss of one batch.
     With ``validate``, the score is computed after every epoch (and before training when
     ``validate_first``, so a warm start that only gets worse keeps its parent's weights); the loop
-    stops after ``patience`` epochs without improvement (0 = never stop early; never before
-    ``min_steps`` optimiser steps have been taken) and the best weights
+    stops after ``patience`` epochs without improvement (0 = never stop early) that together took
+    at least ``patience_steps`` optimiser steps (where an epoch is a few steps, a few epochs are
+    too little training to judge by), never before ``min_steps`` steps in all, and the best weights
     are restored at the end. ``before_training()`` runs after that first validation and before
     the first step (a warm start's shrink: epoch 0 is then the parent as it was). ``max_steps`` and
     ``max_seconds`` cap the work; a capped epoch still counts and is validated.
@@ -94,6 +96,7 @@ def train_loop(
     report = TrainReport()
     best_state: dict[str, torch.Tensor] | None = None
     bad_epochs = 0
+    best_steps = 0  # optimiser steps taken when the best score was seen
 
     def better(score: float) -> bool:
         if math.isnan(score):
@@ -103,7 +106,7 @@ def train_loop(
         return score > report.best_val if higher_is_better else score < report.best_val
 
     def run_validation(epoch: int) -> float:
-        nonlocal best_state, bad_epochs
+        nonlocal best_state, bad_epochs, best_steps
         assert validate is not None
         model.eval()
         with torch.no_grad():
@@ -111,7 +114,7 @@ def train_loop(
         if better(score):
             report.best_val, report.best_epoch = score, epoch
             best_state = _snapshot(model)
-            bad_epochs = 0
+            bad_epochs, best_steps = 0, report.steps
         else:
             bad_epochs += 1
         return score
@@ -180,6 +183,7 @@ def train_loop(
             validate is not None
             and patience > 0
             and bad_epochs >= patience
+            and report.steps - best_steps >= patience_steps
             and report.steps >= min_steps
         ):
             report.stopped_reason = "early_stopping"

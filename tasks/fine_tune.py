@@ -473,6 +473,7 @@ def fit_recommender(
             )
             epochs, lr = train_cfg.finetune_epochs, train_cfg.finetune_learning_rate
             patience = train_cfg.finetune_patience
+            patience_steps = train_cfg.finetune_patience_steps
             max_steps, min_steps = None, 0
             if train_cfg.finetune_budget > 0:
                 # The steps of one epoch over every training event, as a retrain would take them.
@@ -487,7 +488,7 @@ def fit_recommender(
             x, y = training_examples([train_seq(u) for u in chosen], config.model.max_seq_len)
             n_targets = n_new_targets = int((y != PAD).sum())
             epochs, lr = train_cfg.epochs, train_cfg.learning_rate
-            patience, max_steps, min_steps = train_cfg.patience, None, 0
+            patience, patience_steps, max_steps, min_steps = train_cfg.patience, 0, None, 0
             gap, shrink = float("nan"), 1.0
         logger.info(
             "fine_tune: %s, %d items (%d new), %d sequences, %d targets (%d replayed, %d far), "
@@ -542,6 +543,7 @@ def fit_recommender(
             if warm
             else None,
             patience=patience,
+            patience_steps=patience_steps,
             min_steps=min_steps,
             max_seconds=train_cfg.max_minutes * 60,
             log_every=100,

@@ -73,6 +73,25 @@ def test_min_steps_holds_off_early_stopping_until_enough_steps_are_taken() -> No
     assert report.best_epoch == 5 and torch.equal(model.weight, seen[4])
 
 
+def test_patience_steps_holds_off_early_stopping_over_epochs_of_few_steps() -> None:
+    model, batches, loss = _regression()  # 4 steps per epoch
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    scores = iter([0.5, 0.4, 0.3, 0.9, 0.1, 0.1, 0.1, 0.1])
+    seen: list[torch.Tensor] = []
+
+    def validate() -> float:
+        seen.append(model.weight.detach().clone())
+        return next(scores)
+
+    report = train_loop(
+        model, batches, loss, opt, max_epochs=8, validate=validate, patience=2, patience_steps=10
+    )
+    # Two bad epochs (8 steps) would stop after epoch 3; 10 steps since the best take a third
+    # bad epoch, which brings the best score at epoch 4; after it, epoch 7 is 12 steps on.
+    assert report.stopped_reason == "early_stopping" and report.epochs == 7
+    assert report.best_epoch == 4 and torch.equal(model.weight, seen[3])
+
+
 def test_validate_first_keeps_the_starting_weights_when_training_only_hurts() -> None:
     model, batches, loss = _regression()
     start = model.weight.detach().clone()
