@@ -356,6 +356,10 @@ def test_three_batches_at_once_make_three_candidates_decided_one_after_another(
         assert new[later]["parent_version"] == expected
     for version in versions:
         _check_version(new[version], new[version]["batch_ids"].split(",")[-1])
+        # Prefect's runner starts each flow run in a process of its own: the run loaded its
+        # parent, the registered champion, from the registry and warm-started from it.
+        parent = new[version]["parent_version"]
+        assert new[version]["warm_start"] == ("true" if parent else "false"), new[version]
 
     # No fine-tune or promotion overlaps another: across the three flow runs, the task runs
     # alternate fine_tune, promote, fine_tune, ... each starting after the previous one ended.
