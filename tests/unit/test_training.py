@@ -29,6 +29,22 @@ def _regression():
     return model, batches, loss
 
 
+def _scripted(scores: list[float], **kwargs):
+    """Train the regression (4 steps per epoch) with validation scores given in advance; the
+    report, the weights each validation saw, and the model."""
+    model, batches, loss = _regression()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    left = iter(scores)
+    seen: list[torch.Tensor] = []
+
+    def validate() -> float:
+        seen.append(model.weight.detach().clone())
+        return next(left)
+
+    report = train_loop(model, batches, loss, opt, validate=validate, **kwargs)
+    return report, seen, model
+
+
 def test_max_steps_caps_training() -> None:
     model, batches, loss = _regression()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -38,16 +54,7 @@ def test_max_steps_caps_training() -> None:
 
 
 def test_early_stopping_restores_best_weights() -> None:
-    model, batches, loss = _regression()
-    opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    scores = iter([0.1, 0.5, 0.4, 0.3, 0.2, 0.9])
-    seen: list[torch.Tensor] = []
-
-    def validate() -> float:
-        seen.append(model.weight.detach().clone())
-        return next(scores)
-
-    report = train_loop(model, batches, loss, opt, max_epochs=6, validate=validate, patience=3)
+    report, seen, model = _scripted([0.1, 0.5, 0.4, 0.3, 0.2, 0.9], max_epochs=6, patience=3)
     assert report.stopped_reason == "early_stopping" and report.epochs == 5
     assert report.best_val == 0.5 and report.best_epoch == 2
     assert torch.equal(model.weight, seen[1])  # the epoch-2 weights are back
@@ -55,18 +62,8 @@ def test_early_stopping_restores_best_weights() -> None:
 
 
 def test_min_steps_holds_off_early_stopping_until_enough_steps_are_taken() -> None:
-    model, batches, loss = _regression()  # 4 steps per epoch
-    opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    scores = iter([0.5, 0.4, 0.3, 0.2, 0.9, 0.1, 0.1, 0.1])
-    seen: list[torch.Tensor] = []
-
-    def validate() -> float:
-        seen.append(model.weight.detach().clone())
-        return next(scores)
-
-    report = train_loop(
-        model, batches, loss, opt, max_epochs=8, validate=validate, patience=2, min_steps=20
-    )
+    scores = [0.5, 0.4, 0.3, 0.2, 0.9, 0.1, 0.1, 0.1]
+    report, seen, model = _scripted(scores, max_epochs=8, patience=2, min_steps=20)
     # Patience alone would stop after epoch 3; the 20 steps run to the end of epoch 5, whose
     # score is the best, and patience then ends the run two epochs later.
     assert report.stopped_reason == "early_stopping" and report.epochs == 7
@@ -74,18 +71,8 @@ def test_min_steps_holds_off_early_stopping_until_enough_steps_are_taken() -> No
 
 
 def test_patience_steps_holds_off_early_stopping_over_epochs_of_few_steps() -> None:
-    model, batches, loss = _regression()  # 4 steps per epoch
-    opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    scores = iter([0.5, 0.4, 0.3, 0.9, 0.1, 0.1, 0.1, 0.1])
-    seen: list[torch.Tensor] = []
-
-    def validate() -> float:
-        seen.append(model.weight.detach().clone())
-        return next(scores)
-
-    report = train_loop(
-        model, batches, loss, opt, max_epochs=8, validate=validate, patience=2, patience_steps=10
-    )
+    scores = [0.5, 0.4, 0.3, 0.9, 0.1, 0.1, 0.1, 0.1]
+    report, seen, model = _scripted(scores, max_epochs=8, patience=2, patience_steps=10)
     # Two bad epochs (8 steps) would stop after epoch 3; 10 steps since the best take a third
     # bad epoch, which brings the best score at epoch 4; after it, epoch 7 is 12 steps on.
     assert report.stopped_reason == "early_stopping" and report.epochs == 7
