@@ -296,8 +296,8 @@ def serve_command(
     deployments of deployments/prefect.yaml, without a work pool or worker. Needs a Prefect
     server (prefect server start) at PREFECT_API_URL.
     """
+    from flows.serve import serve
     from recloop.config import load_config
-    from recloop.orchestration import serve
     from recloop.paths import get_home
 
     serve(get_home(home).ensure(), load_config(config), config, watch=watch, limit=limit)
@@ -496,9 +496,9 @@ def evaluate_command(
 
     from recloop.config import load_config
     from recloop.data import read_dataset
+    from recloop.evaluation import CANDIDATE, evaluate_all
     from recloop.paths import get_home
     from recloop.protocols import PROTOCOLS, make_splits
-    from tasks.evaluate import CANDIDATE, evaluate_all
 
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r} (use one of: {', '.join(PROTOCOLS)})")
@@ -626,7 +626,7 @@ def bench_quality_command(
     Writes reports/quality.md (quality-temporal.md under --protocol temporal), the JSON figures
     and plots; logs an MLflow run.
     """
-    from recloop.bench_quality import main as bench_quality
+    from benchmarks.quality import main as bench_quality
 
     argv = ["--shared", str(shared), "--out", str(out), "--variants", variants]
     argv += ["--protocol", protocol, "--windows", str(windows), "--targets", targets]
@@ -688,7 +688,7 @@ def bench_incremental_command(
 
     Writes reports/incremental/<dataset>.md, .json and plots; logs an MLflow run.
     """
-    from recloop.bench_incremental import main as bench_incremental
+    from benchmarks.incremental import main as bench_incremental
 
     argv = ["--data", data, "--windows", str(windows), "--targets", targets]
     argv += ["--out", str(out), "--work", str(work)]

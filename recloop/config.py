@@ -15,6 +15,9 @@ from typing import Any, TypeVar
 
 import yaml
 
+from models.encoder import EncoderConfig
+from models.sasrec import RecommenderConfig
+
 
 @dataclass(frozen=True)
 class TextConfig:
@@ -24,75 +27,6 @@ class TextConfig:
     max_review_chars: int = (
         2000  # cap on the text built from an item's reviews (amazon-reviews import)
     )
-
-
-@dataclass(frozen=True)
-class EncoderConfig:
-    """The transformer text encoder and its MLM (domain-adaptive) pretraining."""
-
-    enabled: bool = True  # run MLM pretraining at all; False keeps the shipped weights
-    max_length: int = 64  # tokens per item text, for MLM and for embedding
-    mlm_probability: float = 0.15  # share of tokens masked by the collator
-    max_steps: int = 40  # optimiser steps per pretraining
-    train_layers: int = (
-        3  # top transformer layers MLM updates; the rest (and embeddings) stay frozen
-    )
-    # Texts per MLM step. 8, not 16: on Amazon Office (64-token texts) 40 steps of 8 lowered
-    # held-out perplexity by 32 %, 40 steps of 16 by 34 %, at twice the cost.
-    batch_size: int = 8
-    # 40 steps (of 16 texts) took MovieLens held-out perplexity from 71 to 53 at 5e-5, to 46 at
-    # 2e-4 and to 43 at 5e-4; a higher rate moves the sentence-embedding layers further.
-    learning_rate: float = 2e-4
-    # The shipped sentence-transformers checkpoint has no MLM head, so transformers starts a
-    # random one (held-out perplexity ~50,000: nothing said about the encoder). These steps fit
-    # the head alone (encoder frozen) on the training texts before "perplexity before" is taken
-    # (skipped when starting from an adapted encoder, whose head is fitted already).
-    head_warmup_steps: int = 250
-    head_learning_rate: float = 3e-3  # the warm-up's: a fresh head needs more than fine-tuning
-    head_warmup_tokens: int = 32768  # training-text tokens encoded once for the warm-up
-    weight_decay: float = 0.01  # not applied to biases and LayerNorm weights
-    eval_fraction: float = 0.1  # held-out share of the catalogue text for perplexity
-    eval_max_texts: int = 256  # cap on those held-out texts (0 = none), to keep the evals cheap
-    change_threshold: float = 0.2  # re-pretrain when this share of item texts is new/changed
-    embed_batch_size: int = 64
-
-
-@dataclass(frozen=True)
-class RecommenderConfig:
-    """The sequential recommender: SASRec-style causal self-attention over item sequences."""
-
-    hidden_size: int = 64
-    num_layers: int = 2
-    num_heads: int = 2
-    dropout: float = 0.2
-    # Most recent items the user encoder attends to. 200 covers a MovieLens-like history; short
-    # (Amazon-like) histories cost no more, since batches are trimmed to their longest sequence.
-    max_seq_len: int = 200
-    use_text: bool = True  # items represented from their text embeddings through a learned adaptor
-    use_id: bool = True  # plus a learned ID embedding (zero for items never trained on)
-    # Training events an item needs before its ID embedding counts: below it the item is scored
-    # from its text alone. Reset from the training data at every training, so an item gains its
-    # ID once it has the history. 1 = every item trained on. Measured on
-    # amazon-instruments-2014 (LOO text+ID test NDCG@10, one seed): 1: 0.0746, 3: 0.0708,
-    # 5: 0.0697, 10: 0.0676 -- even a few events' ID row helps there.
-    id_min_count: int = 1
-    # Text+ID only: the probability that an item's ID embedding is left out of a training step,
-    # the item then represented by its text path alone, in the sequences and in the softmax
-    # ("DropoutNet", Volkovs et al. 2017); 0 = off. Measured (README, "Leave-one-out quality"):
-    # 0.3 cut amazon-instruments-2014's LOO text+ID seed spread to about a third (0.070-0.076
-    # over five seeds, against 0.063-0.078) at about the same mean, and validated lower on
-    # amazon-office-2014 and movielens-latest-small, whose ID rows carry more.
-    id_dropout: float = 0.0
-    temperature: float = 0.0  # > 0: cosine scores / temperature (L2-normalised); 0: dot product
-    # The transition prior (models.sasrec.TransitionPrior): the item-to-item transitions of the
-    # training sequences, from the user's last prior_window items (0 = no prior), added to the
-    # model's log-probabilities with a weight chosen on the validation cases among
-    # prior_weights (one value: that weight, no choice; a weight must be >= 0). Measured (README,
-    # "Leave-one-out quality", five seeds): LOO text+ID NDCG@10 0.0721 -> 0.0807 on
-    # amazon-instruments-2014 and 0.0817 -> 0.0853 on amazon-office-2014; it also lifted every
-    # arm of bench incremental above the transitions baseline on Office and MovieLens.
-    prior_window: int = 3
-    prior_weights: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@
   in place of ``timestamp`` for sources that only know the order of events.
 
 and writes ``items.parquet`` and ``interactions.parquet`` to ``dest``. Texts are cleaned
-(:func:`tasks.clean_text.clean_text`) but not capped in tokens here: the cap belongs to the
+(:func:`recloop.text.clean_text`) but not capped in tokens here: the cap belongs to the
 catalogue cleaning step, so a different ``text.max_tokens`` never needs a re-import.
 """
 
@@ -32,7 +32,7 @@ import pandas as pd
 
 from recloop.config import TextConfig
 from recloop.data import Dataset, normalise_interactions, normalise_items, write_dataset
-from tasks.clean_text import build_item_text, clean_text
+from recloop.text import build_item_text, clean_text
 
 logger = logging.getLogger(__name__)
 

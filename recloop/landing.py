@@ -43,7 +43,7 @@ from recloop.data import (
     read_table,
 )
 from recloop.paths import Home
-from tasks.validate import ValidationReport, read_error_report, validate_batch, validate_items
+from recloop.validation import ValidationReport, read_error_report, validate_batch, validate_items
 
 logger = logging.getLogger(__name__)
 

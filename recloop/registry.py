@@ -40,8 +40,8 @@ from recloop.paths import Home
 
 if TYPE_CHECKING:
     from models.sasrec import Recommender
+    from recloop.evaluation import EvaluationReport
     from recloop.gate import Decision
-    from tasks.evaluate import EvaluationReport
 
 logger = logging.getLogger(__name__)
 

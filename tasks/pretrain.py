@@ -22,10 +22,11 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from models.encoder import base_encoder_path, pretrain_mlm, text_hash
+from models.encoder import base_encoder_path, text_hash
 from recloop.config import Config
 from recloop.paths import Home
-from tasks.fine_tune import catalogue_texts
+from recloop.pretraining import pretrain_mlm
+from recloop.text import catalogue_texts
 
 logger = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from prefect.cache_policies import NO_CACHE
 
 from recloop import registry
 from recloop.config import Config
+from recloop.evaluation import CANDIDATE, CHAMPION, EvaluationReport
 from recloop.gate import Decision, should_promote
 from recloop.paths import Home
-from tasks.evaluate import CANDIDATE, CHAMPION, EvaluationReport
 
 if TYPE_CHECKING:
     from models.sasrec import Recommender

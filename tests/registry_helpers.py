@@ -11,7 +11,7 @@ import torch
 
 from models.sasrec import Recommender, SeqRec
 from recloop.config import RecommenderConfig
-from tasks.evaluate import EvaluationReport
+from recloop.evaluation import EvaluationReport
 
 ITEMS = [f"i{j}" for j in range(12)]
 

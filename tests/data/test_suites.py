@@ -1,4 +1,4 @@
-"""The Great Expectations suites against good and bad rows (tasks/validate.py)."""
+"""The Great Expectations suites against good and bad rows (recloop/validation.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from batch_helpers import DATASETS, T0, make_interactions, make_items
 
-from tasks.validate import (
+from recloop.validation import (
     SUITE_NAMES,
     SUITES_DIR,
     ValidationReport,
@@ -39,7 +39,7 @@ def check(interactions: pd.DataFrame, items: pd.DataFrame | None = None, known=K
 def test_committed_suites_are_what_the_code_builds(name: str) -> None:
     committed = json.loads((SUITES_DIR / f"{name}.json").read_text())
     assert committed == json.loads(json.dumps(suite_json(name))), (
-        f"expectations/{name}.json is stale: run `python -m tasks.validate --write-suites`"
+        f"expectations/{name}.json is stale: run `python -m recloop.validation --write-suites`"
     )
 
 

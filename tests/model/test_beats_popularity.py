@@ -11,7 +11,7 @@ import torch
 
 from recloop.config import load_config
 from recloop.data import EvalCases, holdout_last_events
-from tasks.fine_tune import (
+from recloop.fitting import (
     FineTuneResult,
     chunk_count,
     distillation_loss,

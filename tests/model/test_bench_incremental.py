@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from recloop.bench_incremental import BASELINES, MODELS, NO_UPDATE, ROWS, run_incremental
+from benchmarks.incremental import BASELINES, MODELS, NO_UPDATE, ROWS, run_incremental
 from recloop.config import load_config
 from recloop.data import write_dataset
 from recloop.demo import simulate
@@ -177,7 +177,7 @@ def test_mlflow_run_holds_metrics_and_report(bench) -> None:
 @pytest.mark.slow
 def test_instruments_two_updates(tmp_path: Path) -> None:
     """The real run with the default config (minutes on 2 cores): sane numbers, every row."""
-    from recloop.bench_quality import import_shared
+    from benchmarks.quality import import_shared
 
     if not (SHARED / "amazon-instruments-2014").exists():
         pytest.skip(f"real dataset not found under {SHARED}")

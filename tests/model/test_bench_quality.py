@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
+from benchmarks import quality as bench_quality
+from benchmarks.quality import prepare_dataset, run_quality
 from models import encoder
-from recloop import bench_quality
 from recloop.baselines import RecentPopularity
-from recloop.bench_quality import prepare_dataset, run_quality
 from recloop.config import load_config
 from recloop.data import read_dataset, split_windows, write_dataset
 from recloop.demo import simulate
+from recloop.evaluation import evaluate_scorer
 from recloop.protocols import temporal_split
-from tasks.evaluate import evaluate_scorer
 
 pytestmark = pytest.mark.model
 

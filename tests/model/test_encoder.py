@@ -13,9 +13,11 @@ import pytest
 import torch
 
 from models import encoder
-from models.encoder import (
-    TextEmbedder,
-    base_encoder_path,
+from models.encoder import TextEmbedder, base_encoder_path
+from recloop import pretraining
+from recloop.config import Config, EncoderConfig
+from recloop.paths import Home
+from recloop.pretraining import (
     fit_mlm_head,
     head_perplexity,
     mlm_collator,
@@ -25,8 +27,6 @@ from models.encoder import (
     tokenize_for_mlm,
     unigram_log_prior,
 )
-from recloop.config import Config, EncoderConfig
-from recloop.paths import Home
 from tasks import pretrain
 
 pytestmark = pytest.mark.model
@@ -123,7 +123,7 @@ def test_head_warmup_fits_the_head_and_leaves_the_encoder_alone(tokenizer) -> No
     train, held = split_texts(REPETITIVE, 0.3, seed=3)
     features = tokenize_for_mlm(tokenizer, train, TINY.max_length)
     held_features = tokenize_for_mlm(tokenizer, held, TINY.max_length)
-    held_out = encoder._masked_states(
+    held_out = pretraining._masked_states(
         model, mlm_collator(tokenizer, TINY.mlm_probability, 3), held_features, TINY.batch_size
     )
     encoder_before = {k: v.clone() for k, v in model.bert.state_dict().items()}
@@ -133,7 +133,7 @@ def test_head_warmup_fits_the_head_and_leaves_the_encoder_alone(tokenizer) -> No
     report = fit_mlm_head(model, tokenizer, features, TINY, seed=3, init_bias=True)
 
     assert 0 < report.steps <= TINY.head_warmup_steps
-    assert report.epochs <= encoder.HEAD_MAX_EPOCHS
+    assert report.epochs <= pretraining.HEAD_MAX_EPOCHS
     for key, value in model.bert.state_dict().items():  # the tied decoder is in here too
         assert torch.equal(value, encoder_before[key]), key
     changed = [k for k, v in model.cls.state_dict().items() if not torch.equal(v, head_before[k])]
@@ -196,7 +196,7 @@ def _fake_pretrain(texts, base_path, out_dir, config, seed, train_top_layers):
     out_dir.mkdir(parents=True)
     (out_dir / "config.json").write_text(json.dumps({"hidden_size": 384, "from": str(base_path)}))
     (out_dir / encoder.FINGERPRINT_FILE).write_text(f"{len(texts)}\n")
-    return encoder.MLMReport(1, 0.1, 10.0, len(texts), 0, 2.0, 1.0, str(out_dir), "f")
+    return pretraining.MLMReport(1, 0.1, 10.0, len(texts), 0, 2.0, 1.0, str(out_dir), "f")
 
 
 def test_pretrain_decision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

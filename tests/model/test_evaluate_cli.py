@@ -16,9 +16,9 @@ from recloop import registry
 from recloop.cli import app
 from recloop.config import Config, RecommenderConfig
 from recloop.data import Dataset, write_dataset
+from recloop.evaluation import EvaluationReport, evaluate_scorer
 from recloop.paths import Home
 from recloop.protocols import loo_split
-from tasks.evaluate import EvaluationReport, evaluate_scorer
 
 pytestmark = pytest.mark.model
 

@@ -9,7 +9,7 @@ import pytest
 
 from recloop.config import Config
 from recloop.data import EvalCases
-from tasks.evaluate import EvaluationReport, evaluate_all, evaluate_scorer
+from recloop.evaluation import EvaluationReport, evaluate_all, evaluate_scorer
 
 pytestmark = pytest.mark.unit
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from recloop.bench_incremental import (
+from benchmarks.incremental import (
     build_timeline,
     new_item_cases,
     new_item_share,

@@ -16,8 +16,8 @@ from recloop.baselines import ItemTransitions, Popularity
 from recloop.cli import app
 from recloop.config import RecommenderConfig
 from recloop.data import Dataset, EvalCases, write_dataset
+from recloop.evaluation import evaluate_scorer
 from recloop.protocols import PROTOCOLS, Split, loo_split, make_splits, temporal_split
-from tasks.evaluate import evaluate_scorer
 
 pytestmark = pytest.mark.unit
 

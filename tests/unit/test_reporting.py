@@ -9,15 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recloop.reporting import (
-    format_number,
-    machine_description,
-    markdown_table,
-    plot_bars,
-    plot_series,
-    to_jsonable,
-    write_report,
-)
+from benchmarks.reporting import machine_description, plot_bars, to_jsonable, write_report
+from recloop.reporting import format_number, markdown_table, plot_series
 
 pytestmark = pytest.mark.unit
 

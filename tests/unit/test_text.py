@@ -8,14 +8,14 @@ import pandas as pd
 import pytest
 
 from recloop.config import TextConfig
-from tasks.clean_text import (
+from recloop.text import (
     build_item_text,
     clean_catalogue,
     clean_text,
-    clean_text_task,
     drop_repeated_sentences,
     unescape_html,
 )
+from tasks.clean_text import clean_text_task
 
 pytestmark = pytest.mark.unit
 

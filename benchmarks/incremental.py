@@ -11,7 +11,7 @@ base), so the catalogue grows as ``recloop run`` would see it.
   ``M_w = fit_recommender(everything up to W_w, parent=M_{w-1}, new_interactions=W_w)`` grows its
   parent's item table by the items that arrived with ``W_w`` and trains on the new events, the
   earlier events in their users' recent history and a seeded replay sample of other users'
-  events (``tasks.fine_tune``); the *full retrain* ``F_w`` is trained from scratch
+  events (``recloop.fitting``); the *full retrain* ``F_w`` is trained from scratch
   on the same events and catalogue (as the ``full-retrain`` flow does). Both early-stop on the
   last training item of the users active in ``W_w``.
 - Both are tested on window ``w + 1`` with the models frozen (``--targets``): by default *every*
@@ -23,7 +23,7 @@ base), so the catalogue grows as ``recloop run`` would see it.
   popularity, recent popularity (counts over window ``w``'s time span) and item-to-item
   transitions, fitted on the same training events. Metrics: NDCG/Recall@10/20 with full
   ranking over the catalogue known after ``W_w``, history excluded, pessimistic ties
-  (``tasks.evaluate.evaluate_scorer``);
+  (``recloop.evaluation.evaluate_scorer``);
   next-window targets that are items arriving only with window ``w + 1`` are unknown to every
   model and counted apart (``n_target_unknown``).
 - New items of update ``w`` are the items first seen in ``W_w``. *New-item share* = the fraction of
@@ -49,7 +49,7 @@ Outputs, under ``--out`` (default ``reports``): ``incremental/<dataset>.md`` and
 plots ``incremental/<dataset>-ndcg.png`` and ``incremental/<dataset>-seconds.png``; the run is
 logged to MLflow (experiment ``recloop-benchmarks`` of ``RECLOOP_HOME``) unless ``--no-mlflow``.
 Run ``recloop bench incremental --data DIR|NAME --windows K`` or
-``python -m recloop.bench_incremental`` with the same options.
+``python -m benchmarks.incremental`` with the same options.
 """
 
 from __future__ import annotations
@@ -70,6 +70,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from benchmarks.reporting import machine_description, plot_bars, write_report
 from recloop.baselines import ItemTransitions, Popularity, RecentPopularity
 from recloop.config import Config, load_config
 from recloop.data import Dataset, EvalCases, read_dataset, split_windows
@@ -77,17 +78,10 @@ from recloop.metrics import metrics_from_ranks
 from recloop.paths import get_home
 from recloop.protocols import TEMPORAL_TARGETS, Split, temporal_split
 from recloop.replay import batch_items
-from recloop.reporting import (
-    format_number,
-    machine_description,
-    markdown_table,
-    plot_bars,
-    plot_series,
-    write_report,
-)
+from recloop.reporting import format_number, markdown_table, plot_series
 
 if TYPE_CHECKING:
-    from tasks.evaluate import RankingCases
+    from recloop.evaluation import RankingCases
 
 logger = logging.getLogger(__name__)
 
@@ -176,7 +170,7 @@ def build_timeline(
 
 
 # ----------------------------------------------------------------------------------------------
-# Metrics beyond tasks.evaluate: top-k lists and new items
+# Metrics beyond recloop.evaluation: top-k lists and new items
 # ----------------------------------------------------------------------------------------------
 
 
@@ -192,7 +186,7 @@ def top_k_items(
     Catalogue items the scorer does not know (and NaN scores) are never recommended; ties keep
     catalogue order.
     """
-    from tasks.evaluate import RankingCases, rank_cases
+    from recloop.evaluation import RankingCases, rank_cases
 
     # Targets do not matter for a top k; any catalogue item stands in.
     stand_in = [catalogue_ids[0] if catalogue_ids else ""] * len(histories)
@@ -229,7 +223,7 @@ def score_cases(
     scorer: Any, cases: EvalCases | RankingCases, catalogue_ids: list[str], config: Config
 ) -> dict:
     """NDCG/Recall@k and MRR on ``cases`` (NaN metrics when there is no case to score)."""
-    from tasks.evaluate import evaluate_scorer
+    from recloop.evaluation import evaluate_scorer
 
     out = evaluate_scorer(scorer, cases, catalogue_ids, _ks(config), config.eval.batch_size)
     return _nan_if_empty({key: float(value) for key, value in out.items()})
@@ -250,7 +244,7 @@ def next_window_metrics(
 ) -> dict[str, float]:
     """The next-window row: ranking metrics, new-item share in the top 10, new-item recall@10
     (one scoring pass over the cases)."""
-    from tasks.evaluate import RankingCases, rank_cases, ranking_metrics
+    from recloop.evaluation import RankingCases, rank_cases, ranking_metrics
 
     prepared = RankingCases.build(cases, catalogue_ids)
     ranks, tops = rank_cases(scorer, prepared, config.eval.batch_size, top_k=TOP_K)
@@ -276,8 +270,7 @@ def _embed(
     """Every catalogue item's text vector (shipped encoder, cleaned text, on-disk cache), and
     how many texts were encoded (not found in the cache)."""
     from models.encoder import TextEmbedder, base_encoder_path
-    from tasks.clean_text import clean_catalogue
-    from tasks.fine_tune import catalogue_texts
+    from recloop.text import catalogue_texts, clean_catalogue
 
     cleaned = clean_catalogue(items.drop_duplicates("item_id", keep="last"), config.text)
     embedder = TextEmbedder(base_encoder_path(), cache_dir, config.encoder)
@@ -302,7 +295,7 @@ def train_arm(
 ) -> tuple[Any, dict[str, Any]]:
     """One training (the only call of ``fit_recommender`` here): warm-started from ``parent``
     on ``new_events`` plus replay, or from scratch; returns the model and its training figures."""
-    from tasks.fine_tune import fit_recommender
+    from recloop.fitting import fit_recommender
 
     dim = len(next(iter(vectors.values())))
     # An item without a catalogue row (named only by events) keeps an empty-text vector.
@@ -377,7 +370,7 @@ def run_update(
 ) -> tuple[Any, dict[str, Any]]:
     """Update ``step``: train both arms, score everything; return the incremental model and the
     step's figures."""
-    from tasks.evaluate import RankingCases
+    from recloop.evaluation import RankingCases
 
     train, window = timeline.train(step), timeline.parts[step]
     item_ids = timeline.catalogue(step)
@@ -888,7 +881,7 @@ def to_markdown(results: dict[str, Any], stem: str) -> str:
 def resolve_data(data: str, shared: Path, work: Path) -> tuple[Path, str]:
     """``(canonical folder, dataset name)`` for ``--data``: a canonical folder, or a name from
     ``bench_quality.SHARED_DATASETS`` imported from ``shared`` into ``work/data`` (once)."""
-    from recloop.bench_quality import SHARED_DATASETS, import_shared
+    from benchmarks.quality import SHARED_DATASETS, import_shared
 
     path = Path(data)
     if path.is_dir():
@@ -904,7 +897,7 @@ def resolve_data(data: str, shared: Path, work: Path) -> tuple[Path, str]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """``python -m recloop.bench_incremental --data DIR|NAME [--windows K] ...``."""
+    """``python -m benchmarks.incremental --data DIR|NAME [--windows K] ...``."""
     parser = argparse.ArgumentParser(
         prog="recloop bench incremental", description=__doc__.split("\n")[0]
     )

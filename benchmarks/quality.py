@@ -15,12 +15,12 @@ last window of the events it is fitted on) are fitted on the training part for t
 cases and on it plus the validation events for the test cases. Variants: text+ID (the
 default), ID-only, text-only and text+ID without MLM pretraining (the ablation). text+ID and
 text-only embed the items with the encoder MLM-pretrained on that dataset's cleaned catalogue
-text (:func:`models.encoder.pretrain_mlm`, default config); the ablation with the shipped base
+text (:func:`recloop.pretraining.pretrain_mlm`, default config); the ablation with the shipped base
 encoder.
 Every number is NDCG/Recall@k with full ranking over the catalogue, history excluded, pessimistic
-ties (:func:`tasks.evaluate.evaluate_scorer`).
+ties (:func:`recloop.evaluation.evaluate_scorer`).
 
-Run ``python -m recloop.bench_quality`` (defaults to the datasets in ``../shared/datasets``); it
+Run ``python -m benchmarks.quality`` (defaults to the datasets in ``../shared/datasets``); it
 writes ``reports/quality.md`` and ``reports/quality.json`` (``quality-temporal.*`` under
 ``temporal``).
 """
@@ -41,17 +41,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-from models.encoder import TextEmbedder, base_encoder_path, pretrain_mlm
+from benchmarks.reporting import machine_description as _machine
+from benchmarks.reporting import plot_bars, write_report
+from models.encoder import TextEmbedder, base_encoder_path
 from recloop.baselines import ItemTransitions, Popularity, RecentPopularity
 from recloop.config import Config, load_config
 from recloop.data import EvalCases, read_dataset, split_windows
+from recloop.evaluation import evaluate_scorer
+from recloop.fitting import fit_recommender
 from recloop.paths import get_home
+from recloop.pretraining import pretrain_mlm
 from recloop.protocols import TEMPORAL_TARGETS, Split, make_splits
-from recloop.reporting import machine_description as _machine
-from recloop.reporting import plot_bars, write_report
-from tasks.clean_text import clean_catalogue
-from tasks.evaluate import evaluate_scorer
-from tasks.fine_tune import catalogue_texts, fit_recommender
+from recloop.text import catalogue_texts, clean_catalogue
 
 logger = logging.getLogger(__name__)
 
@@ -786,7 +787,7 @@ def import_shared(
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """``python -m recloop.bench_quality [--shared DIR] [--data NAME=CANONICAL_DIR ...]``."""
+    """``python -m benchmarks.quality [--shared DIR] [--data NAME=CANONICAL_DIR ...]``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--shared", type=Path, default=Path("../shared/datasets"))
     parser.add_argument(

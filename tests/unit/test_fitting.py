@@ -8,7 +8,7 @@ import pytest
 
 from models.sasrec import PAD, SeqRec
 from recloop.config import RecommenderConfig
-from tasks.fine_tune import (
+from recloop.fitting import (
     chunk_count,
     distillation_loss,
     memorisation_gap,

@@ -1,0 +1,1 @@
+"""recloop's benchmarks: quality (leave-one-out and temporal) and incremental updates."""
