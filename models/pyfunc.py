@@ -1,4 +1,4 @@
-"""The MLflow pyfunc wrapper that serves a ``Recommender`` (CONTRACT.md §4).
+"""The MLflow pyfunc wrapper that serves a ``Recommender`` (docs/interfaces.md).
 
 ``mlflow.pyfunc.load_model("models:/recloop@champion").predict(df, params={"k": 10})`` with ``df``
 holding ``user_id`` (str) and ``history`` (item ids, oldest first) returns ``user_id``,

@@ -1,4 +1,4 @@
-"""The canonical data form (CONTRACT.md §1) and the sequences and splits built from it.
+"""The canonical data form (docs/interfaces.md) and the sequences and splits built from it.
 
 A dataset directory holds ``items.parquet|csv`` (``item_id``, ``title``, ``text``, any metadata) and
 ``interactions.parquet|csv`` (``user_id``, ``item_id``, ``timestamp`` int64, optional ``rating``,

@@ -1,4 +1,4 @@
-"""Importers: published datasets -> the canonical form (CONTRACT.md §1).
+"""Importers: published datasets -> the canonical form (docs/interfaces.md).
 
 ``import_dataset(fmt, src, dest, config)`` reads one of
 

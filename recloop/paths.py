@@ -1,4 +1,4 @@
-"""The one place that knows where recloop keeps its state (CONTRACT.md §2).
+"""The one place that knows where recloop keeps its state (docs/interfaces.md).
 
 Nothing here touches the disk at import time: callers ask for a :class:`Home` and call
 :meth:`Home.ensure` when they are about to write.

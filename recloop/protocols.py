@@ -1,6 +1,6 @@
 """Offline evaluation protocols: how a dataset is cut into training data and held-out cases.
 
-Two protocols (issue 3, item 3), both on the canonical interactions (``recloop.data``), events in
+Two protocols, both on the canonical interactions (``recloop.data``), events in
 time order with ties kept in their order of arrival (``recloop.data.sort_events``):
 
 - ``loo`` (leave last out, as in the SASRec and BERT4Rec papers): per user, the last event is the
