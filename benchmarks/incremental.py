@@ -9,9 +9,9 @@ base), so the catalogue grows as ``recloop run`` would see it.
 - The initial model M0 is trained from scratch on the base period.
 - Update ``w`` (1..K) learns window ``w`` (the events ``W_w``): the *incremental* model
   ``M_w = fit_recommender(everything up to W_w, parent=M_{w-1}, new_interactions=W_w)`` grows its
-  parent's item table by the items that arrived with ``W_w`` and trains on the new events, the
-  earlier events in their users' recent history and a seeded replay sample of other users'
-  events (``recloop.fitting``); the *full retrain* ``F_w`` is trained from scratch
+  parent's item table by the items that arrived with ``W_w`` and trains on the new events and the
+  earlier events in their users' recent history (``recloop.fitting``); the *full retrain*
+  ``F_w`` is trained from scratch
   on the same events and catalogue (as the ``full-retrain`` flow does). Both early-stop on the
   last training item of the users active in ``W_w``.
 - Both are tested on window ``w + 1`` with the models frozen (``--targets``): by default *every*
@@ -34,8 +34,9 @@ base), so the catalogue grows as ``recloop run`` would see it.
   case sets (the same ``--targets`` construction) are scored before (the parent ``M_{w-1}``) and
   after the update: the *update window* (``W_w``: what the update learned) and the *window
   before* (``W_{w-1}``, or the base period's tail for ``w = 1``; the parent had trained on them,
-  the update itself only replays them). Forgetting = parent minus incremental NDCG@10 on the window
-  before; the full retrain, which trains on all of it at once, is the reference.
+  the update trains again only on those in its users' recent history). Forgetting = parent minus
+  incremental NDCG@10 on the window before; the full retrain, which trains on all of it at once,
+  is the reference.
 - Wall seconds are the ``fit_recommender`` call of each arm (copying the parent, growing the item
   table, building examples, training, early stopping). Item text is embedded once, with the
   shipped encoder (no MLM pretraining), before any training: both arms use the same vectors, so
@@ -225,7 +226,7 @@ def score_cases(
     """NDCG/Recall@k and MRR on ``cases`` (NaN metrics when there is no case to score)."""
     from recloop.evaluation import evaluate_scorer
 
-    out = evaluate_scorer(scorer, cases, catalogue_ids, _ks(config), config.eval.batch_size)
+    out = evaluate_scorer(scorer, cases, catalogue_ids, _ks(config))
     return _nan_if_empty({key: float(value) for key, value in out.items()})
 
 
@@ -247,7 +248,7 @@ def next_window_metrics(
     from recloop.evaluation import RankingCases, rank_cases, ranking_metrics
 
     prepared = RankingCases.build(cases, catalogue_ids)
-    ranks, tops = rank_cases(scorer, prepared, config.eval.batch_size, top_k=TOP_K)
+    ranks, tops = rank_cases(scorer, prepared, top_k=TOP_K)
     assert tops is not None
     out = _nan_if_empty(ranking_metrics(prepared, ranks, _ks(config)))
     out["new_item_share_at_10"] = new_item_share(tops, new_items)
@@ -294,7 +295,8 @@ def train_arm(
     new_events: pd.DataFrame | None,
 ) -> tuple[Any, dict[str, Any]]:
     """One training (the only call of ``fit_recommender`` here): warm-started from ``parent``
-    on ``new_events`` plus replay, or from scratch; returns the model and its training figures."""
+    on ``new_events`` and their users' recent history, or from scratch; returns the model and
+    its training figures."""
     from recloop.fitting import fit_recommender
 
     dim = len(next(iter(vectors.values())))
@@ -337,8 +339,7 @@ def train_arm(
         "n_train_examples": report.get("n_train_examples"),
         "n_train_sequences": report.get("n_train_sequences"),
         "n_targets": report.get("n_targets"),
-        "replay_size": report.get("replay_size"),
-        "replay_far": report.get("replay_far"),
+        "n_earlier_targets": report.get("n_earlier_targets"),
         "n_val_users": report.get("n_val_users"),
         "val_ndcg_before": before,
         "memorisation_gap": report.get("memorisation_gap"),
@@ -357,7 +358,7 @@ def _baselines(
     return {
         "popularity": Popularity(train, item_ids),
         "recent_popularity": RecentPopularity(train, item_ids, window_seconds=span),
-        "transitions": ItemTransitions(train, item_ids, window=config.eval.transition_window),
+        "transitions": ItemTransitions(train, item_ids),
     }
 
 
@@ -685,8 +686,8 @@ def to_markdown(results: dict[str, Any], stem: str) -> str:
         f"({_CASES[results.get('case_targets', 'first')]}). The incremental model is "
         "warm-started from the previous update's model (shrunk when it had memorised its "
         "training data) and trains on the new events and "
-        "the earlier events of their users' recent history (plus a replay sample of other users' "
-        "events when `train.replay_size` > 0); the full retrain starts from scratch on every "
+        "the earlier events of their users' recent history; the full retrain starts from "
+        "scratch on every "
         "event so far. NDCG/Recall "
         "with full ranking over the catalogue known at the time, history excluded, pessimistic "
         "ties; baselines fitted on the same events. Seconds are the training call only (item "
@@ -780,10 +781,10 @@ def to_markdown(results: dict[str, Any], stem: str) -> str:
         "",
         "NDCG@10 before the update (parent) and after it, on the cases of the window the "
         "update learned (every model here has trained on those targets except the parent) and "
-        "on those of the window before it (learned by the parent; the update only replays "
-        "them). The parent does not know the items that arrived with the learned window: cases "
-        "with such a target count as misses for it. Forgetting = parent minus incremental on "
-        "the window before.",
+        "on those of the window before it (learned by the parent; the update trains again only "
+        "on those in its users' recent history). The parent does not know the items that "
+        "arrived with the learned window: cases with such a target count as misses for it. "
+        "Forgetting = parent minus incremental on the window before.",
         "",
     ]
     learn_labels = {**LABELS, NO_UPDATE: "parent (before the update)"}

@@ -203,13 +203,12 @@ def pretrain_catalogue_encoder(
         out,
         config.encoder,
         config.seed,
-        train_top_layers=config.encoder.train_layers,
     )
     return out, report.to_dict()
 
 
 def _metrics(scorer: Any, cases: EvalCases, item_ids: list[str], config: Config) -> dict:
-    out = evaluate_scorer(scorer, cases, item_ids, config.eval.ks, config.eval.batch_size)
+    out = evaluate_scorer(scorer, cases, item_ids, config.eval.ks)
     return {key: float(value) for key, value in out.items()}
 
 
@@ -225,9 +224,7 @@ def evaluate_baselines(data: PreparedDataset, config: Config) -> dict[str, dict[
     ):
         scorers = {
             "popularity": Popularity(train, data.item_ids),
-            "transitions": ItemTransitions(
-                train, data.item_ids, window=config.eval.transition_window
-            ),
+            "transitions": ItemTransitions(train, data.item_ids),
         }
         if "recent_popularity" in names:
             scorers["recent_popularity"] = RecentPopularity(
@@ -781,7 +778,7 @@ def import_shared(
             continue
         dest = work_dir / name
         if not (dest / "interactions.parquet").exists():
-            import_dataset(fmt, src, dest, load_config().text)
+            import_dataset(fmt, src, dest)
         out[name] = dest
     return out
 

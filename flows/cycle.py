@@ -1,8 +1,12 @@
 """The stages both flows share: clean → pretrain → fine-tune → evaluate → promote.
 
 A plain function that calls tasks, so it runs inside whichever flow calls it (``feedback-loop`` or
-``full-retrain``) and its task runs appear under that flow run. It ends by publishing the cycle's
-Markdown artifact (key ``recloop-cycle``) on that flow run.
+``full-retrain``) and its task runs appear under that flow run. The candidate's MLflow run is
+opened before training and closed after the gate, so it lasts as long as the candidate took: its
+input is the training data, its metrics the learning curve and the evaluation, its name the
+version and kind of training, its description and ``report.md`` the gate's decision and reason.
+The cycle ends by publishing the same Markdown as a Prefect artifact (key ``recloop-cycle``) on
+the flow run.
 """
 
 from __future__ import annotations
@@ -12,18 +16,22 @@ from typing import Any
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
+from recloop import registry
 from recloop.config import Config
+from recloop.evaluation import EvaluationReport
+from recloop.fitting import FineTuneResult
 from recloop.paths import Home
 from recloop.reporting import cycle_markdown
 from tasks.clean_text import clean_text_task
 from tasks.evaluate import evaluate_task
 from tasks.fine_tune import fine_tune_task
 from tasks.prepare import CycleData
-from tasks.pretrain import pretrain_task
-from tasks.promote import promote_task
+from tasks.pretrain import PretrainResult, pretrain_task
+from tasks.promote import PromotionResult, promote_task
 
 # One key for both flows: the Prefect UI's Artifacts page shows its latest version and history.
 ARTIFACT_KEY = "recloop-cycle"
+REPORT_ARTIFACT = "report.md"  # the cycle's Markdown, at the root of the candidate's run
 
 
 def train_evaluate_promote(
@@ -45,9 +53,57 @@ def train_evaluate_promote(
     """
     log = get_run_logger()
     parent, parent_info = champion if champion is not None else (None, None)
+    start_from = parent if warm_start else None
     if len(data.cases) == 0:
         log.warning("The newest batches hold no user with history to evaluate on.")
+    provenance = {
+        "parent_version": str(parent_info["version"]) if parent_info else "",
+        "batch_ids": ",".join(data.pending),
+        "data_fingerprint": data.data_fingerprint,
+        "training": training,
+    }
+    reg = registry.configure(home, config)
+    kind = registry.training_kind(training, start_from is not None)
+    # Failed (or killed) with the error as its description if any step below raises.
+    with reg.candidate_run(kind, data.pending, provenance) as run:
+        run.log_training_data(data.train_interactions, data.data_fingerprint, home.archive)
+        tuned, encoder, catalogue = _train(data, start_from, home, config, training, force_pretrain)
+        tags = {**provenance, **_log_training(run, training, tuned, encoder, data)}
+        report = evaluate_task(
+            tuned.recommender,
+            parent,
+            data.train_interactions,
+            data.cases,
+            list(catalogue["item_id"]),
+            config,
+            retention=data.retention,
+        )
+        # Retried by Prefect after a partial failure: the run finds the version it registered.
+        promotion = promote_task(tuned.recommender, report, config, home, tags, run_id=run.run_id)
+        summary = _summary(training, data, report, promotion, config)
+        markdown = cycle_markdown(summary, config.gate.metric)
+        run.log_text(markdown, REPORT_ARTIFACT)
+    log.info(
+        "%s: version %s %s: %s",
+        training,
+        promotion.version,
+        "promoted to champion" if promotion.promoted else "not promoted",
+        promotion.decision.reason,
+    )
+    _publish(markdown, training, promotion)
+    return summary
 
+
+def _train(
+    data: CycleData,
+    start_from: Any | None,
+    home: Home,
+    config: Config,
+    training: str,
+    force_pretrain: bool,
+) -> tuple[FineTuneResult, PretrainResult, Any]:
+    """Clean the catalogue text, pretrain the encoder if the text changed, fine-tune the
+    recommender (from ``start_from``'s weights, or from scratch when None)."""
     catalogue = clean_text_task(data.items, config.text)
     encoder = pretrain_task(catalogue, home, config, force=force_pretrain)
     tuned = fine_tune_task(
@@ -56,7 +112,7 @@ def train_evaluate_promote(
         encoder.encoder_path,
         home,
         config,
-        parent=parent if warm_start else None,
+        parent=start_from,
         focus_users=data.focus_users,
         new_interactions=data.new_interactions,
     )
@@ -66,47 +122,45 @@ def train_evaluate_promote(
         encoder_path=str(encoder.encoder_path),
         training=training,
     )
-    report = evaluate_task(
-        tuned.recommender,
-        parent,
-        data.train_interactions,
-        data.cases,
-        list(catalogue["item_id"]),
-        config,
-        retention=data.retention,
-    )
-    tags = {
-        "parent_version": str(parent_info["version"]) if parent_info else "",
-        "batch_ids": ",".join(data.pending),
-        "data_fingerprint": data.data_fingerprint,
-        "warm_start": str(tuned.report.get("warm_start", False)).lower(),
-        "encoder_pretrained": str(encoder.ran).lower(),
-        "training": training,
-    }
-    extra_metrics = {
-        "train_seconds": float(tuned.report.get("seconds", 0.0)),
-        "pretrain_ran": float(encoder.ran),
-    }
-    promotion = promote_task(
-        tuned.recommender,
-        report,
-        config,
-        home,
-        tags,
-        extra_metrics,
+    return tuned, encoder, catalogue
+
+
+def _log_training(
+    run: registry.CandidateRun,
+    training: str,
+    tuned: FineTuneResult,
+    encoder: PretrainResult,
+    data: CycleData,
+) -> dict[str, str]:
+    """Log what training did as soon as it is done: the learning curve (step = epoch), train
+    seconds, the training reports; rename the run if it did not start from the champion after
+    all. Returns the tags it set, for the registered version."""
+    warm = bool(tuned.report.get("warm_start", False))
+    run.rename(registry.training_kind(training, warm))
+    run.log_learning_curve(tuned.report.get("history") or [])
+    run.log_metrics(
         {
-            "training": {"fine_tune": tuned.report, "pretrain": encoder.report},
-            "data": data.summary(),
-        },
+            "train_seconds": float(tuned.report.get("seconds", 0.0)),
+            "pretrain_ran": float(encoder.ran),
+            "best_epoch": tuned.report.get("best_epoch"),
+        }
     )
-    log.info(
-        "%s: version %s %s: %s",
-        training,
-        promotion.version,
-        "promoted to champion" if promotion.promoted else "not promoted",
-        promotion.decision.reason,
-    )
-    summary = {
+    run.log_dict({"fine_tune": tuned.report, "pretrain": encoder.report}, "training.json")
+    run.log_dict(data.summary(), "data.json")
+    tags = {"warm_start": str(warm).lower(), "encoder_pretrained": str(encoder.ran).lower()}
+    run.set_tags(tags)
+    return tags
+
+
+def _summary(
+    training: str,
+    data: CycleData,
+    report: EvaluationReport,
+    promotion: PromotionResult,
+    config: Config,
+) -> dict[str, Any]:
+    """The cycle's summary (what the flows return and :func:`cycle_markdown` renders)."""
+    return {
         "status": "promoted" if promotion.promoted else "kept-champion",
         "training": training,
         "batches": data.pending,
@@ -124,13 +178,16 @@ def train_evaluate_promote(
             "model_name": config.registry.model_name,
         },
     }
+
+
+def _publish(markdown: str, training: str, promotion: PromotionResult) -> None:
+    """The cycle's Markdown as the flow run's ``recloop-cycle`` artifact in the Prefect UI."""
     try:
         create_markdown_artifact(
             key=ARTIFACT_KEY,
-            markdown=cycle_markdown(summary, config.gate.metric),
+            markdown=markdown,
             description=f"{training}: version {promotion.version} "
             f"{'promoted' if promotion.promoted else 'not promoted'}",
         )
     except Exception as error:  # the version is registered and gated; a report must not undo it
-        log.warning("could not publish the %s artifact: %s", ARTIFACT_KEY, error)
-    return summary
+        get_run_logger().warning("could not publish the %s artifact: %s", ARTIFACT_KEY, error)

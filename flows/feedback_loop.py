@@ -1,4 +1,4 @@
-"""The ``feedback-loop`` flow: one incremental cycle of the loop (CONTRACT.md §5).
+"""The ``feedback-loop`` flow: one incremental cycle of the loop (docs/interfaces.md).
 
 validate → prepare → clean_text → pretrain → fine_tune → evaluate → promote. The flow only composes
 tasks; every stage is a plain function in ``tasks/`` that is tested on its own.
@@ -8,6 +8,10 @@ training_lock`), so runs started together (several batches landing at once, a sc
 update) train and promote one after another. A run started for one landed batch (``batch_id``)
 gives each pending batch up to that one its own candidate, in landing order (see
 :func:`tasks.prepare.plan_batches`); a run without one learns everything pending at once.
+
+Runs are named ``incremental · batch <id>`` (``· N batches``), then with the outcome
+(``· v4 promoted``), and tagged ``recloop``, ``home:<folder>``, ``training:incremental``,
+``batch:<id>`` and ``version:<n>`` (see :func:`recloop.orchestration.run_tags`).
 """
 
 from __future__ import annotations
@@ -20,10 +24,35 @@ from prefect import flow, get_run_logger
 
 from flows.cycle import train_evaluate_promote
 from recloop.config import load_config
-from recloop.orchestration import training_lock
+from recloop.orchestration import label_flow_run, outcome_of, run_name, run_tags, training_lock
 from recloop.paths import get_home
 from tasks.prepare import load_champion_task, plan_task, prepare_task
 from tasks.validate import land_task
+
+TRAINING = "incremental"  # the ``training`` tag and metadata value of the versions it registers
+
+
+def _run_name() -> str:
+    """The run's name from its parameters, before it has landed or planned anything."""
+    from prefect.runtime import flow_run
+
+    parameters = flow_run.parameters or {}
+    if parameters.get("batch_id"):
+        return run_name(TRAINING, [parameters["batch_id"]])
+    files = parameters.get("batch_files")
+    return run_name(TRAINING, len(files) if files else None)
+
+
+def _label_outcome(home: Any, summary: dict[str, Any], batch_id: str | None) -> None:
+    """Name and tag the run with the batches it landed and learned, and the versions it made."""
+    cycles = summary.get("cycles") or [summary]
+    learned = [batch for cycle in cycles for batch in cycle.get("batches", [])]
+    landed = [entry["batch_id"] for entry in summary.get("landed", [])]
+    batches = list(dict.fromkeys(landed + learned))
+    named = [batch_id] if batch_id else list(dict.fromkeys(learned or landed))
+    tags = run_tags(home, TRAINING, batches)
+    tags += [f"version:{cycle['version']}" for cycle in cycles if cycle.get("version")]
+    label_flow_run(run_name(TRAINING, named, outcome_of(summary)), tags)
 
 
 def _trained(champion: tuple[Any, dict[str, Any]] | None) -> list[str]:
@@ -31,7 +60,7 @@ def _trained(champion: tuple[Any, dict[str, Any]] | None) -> list[str]:
     return list(champion[0].metadata.get("trained_batches", [])) if champion else []
 
 
-@flow(name="feedback-loop", log_prints=False)
+@flow(name="feedback-loop", flow_run_name=_run_name, log_prints=False)
 def feedback_loop(
     batch_files: list[str] | None = None,
     items_files: list[str | None] | None = None,
@@ -62,6 +91,7 @@ def feedback_loop(
     started = time.perf_counter()
     config = load_config(config_path)
     recloop_home = get_home(home).ensure()
+    label_flow_run(tags=run_tags(recloop_home, TRAINING))
 
     landed = []
     for index, path in enumerate(batch_files or []):
@@ -71,12 +101,16 @@ def feedback_loop(
     summary: dict[str, Any] = {"landed": landed}
 
     def cycle(champion: tuple[Any, dict[str, Any]] | None, data: Any) -> dict[str, Any]:
+        label_flow_run(
+            run_name(TRAINING, [batch_id] if batch_id else data.pending),
+            run_tags(recloop_home, TRAINING, data.pending),
+        )
         return train_evaluate_promote(
             data,
             champion,
             recloop_home,
             config,
-            training="incremental",
+            training=TRAINING,
             warm_start=True,
             force_pretrain=force_pretrain,
         )
@@ -111,5 +145,6 @@ def feedback_loop(
                 log.info("Nothing to learn for batch %s: %s.", batch_id, plan.reason)
                 summary.update(status="up-to-date", reason=plan.reason)
             summary.update(batch_id=batch_id, cycles=cycles)
+    _label_outcome(recloop_home, summary, batch_id)
     summary["seconds"] = round(time.perf_counter() - started, 1)
     return summary

@@ -1,10 +1,14 @@
-"""The ``full-retrain`` flow: the same model from scratch on all archived data (CONTRACT.md §5).
+"""The ``full-retrain`` flow: the same model from scratch on all archived data (docs/interfaces.md).
 
 [land a dataset] → prepare (everything archived) → clean_text → pretrain → fine_tune (no parent) →
 evaluate → promote. It is the yardstick the incremental updates are measured against and the
 recovery path when a chain of updates has drifted. The champion is loaded only to be compared with
 on the same held-out events and to record the lineage; no weight of it is reused. The same gate
 decides whether the new version becomes champion.
+
+Runs are named ``full-retrain · N batches`` (``· <dataset folder>`` when landing one first), then
+with the outcome (``· v5 promoted``), and tagged ``recloop``, ``home:<folder>``,
+``training:full-retrain``, ``batch:<id>`` for a batch it landed, and ``version:<n>``.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from flows.cycle import train_evaluate_promote
 from recloop.config import load_config
 from recloop.data import find_table
 from recloop.landing import QUARANTINED
-from recloop.orchestration import training_lock
+from recloop.orchestration import label_flow_run, outcome_of, run_name, run_tags, training_lock
 from recloop.paths import get_home
 from tasks.prepare import load_champion_task, prepare_full_task
 from tasks.validate import land_task
@@ -27,7 +31,23 @@ from tasks.validate import land_task
 TRAINING = "full-retrain"  # the ``training`` tag and metadata value of the versions it registers
 
 
-@flow(name="full-retrain", log_prints=False)
+def _run_name() -> str:
+    """``full-retrain · all archived batches`` or ``full-retrain · <dataset folder>``."""
+    from prefect.runtime import flow_run
+
+    data_dir = (flow_run.parameters or {}).get("data_dir")
+    return f"{TRAINING} · " + (Path(data_dir).name if data_dir else "all archived batches")
+
+
+def _label(home: Any, summary: dict[str, Any], trained: int | None) -> None:
+    """Name and tag the run with what it trained on and what came of it."""
+    landed = [entry["batch_id"] for entry in summary.get("landed", [])]
+    version = summary.get("version")
+    name = run_name(TRAINING, trained if trained is not None else landed, outcome_of(summary))
+    label_flow_run(name, run_tags(home, TRAINING, landed, str(version) if version else None))
+
+
+@flow(name="full-retrain", flow_run_name=_run_name, log_prints=False)
 def full_retrain(
     data_dir: str | None = None,
     home: str | None = None,
@@ -51,6 +71,7 @@ def full_retrain(
     started = time.perf_counter()
     config = load_config(config_path)
     recloop_home = get_home(home).ensure()
+    label_flow_run(tags=run_tags(recloop_home, TRAINING))
 
     summary: dict[str, Any] = {"landed": []}
     if data_dir is not None:
@@ -62,6 +83,7 @@ def full_retrain(
         if result.status == QUARANTINED:
             log.error("Not retraining: %s", result.message)
             summary.update(status=QUARANTINED, seconds=round(time.perf_counter() - started, 1))
+            _label(recloop_home, summary, None)
             return summary
 
     # One training at a time per home (see recloop.orchestration.training_lock).
@@ -70,7 +92,9 @@ def full_retrain(
         if data is None:
             log.warning("Nothing is archived under %s: nothing to train on.", recloop_home.archive)
             summary.update(status="no-data", seconds=round(time.perf_counter() - started, 1))
+            label_flow_run(f"{TRAINING} · nothing archived")
             return summary
+        label_flow_run(run_name(TRAINING, len(data.trained_batches)))
         champion = load_champion_task(config, recloop_home)
         summary.update(
             train_evaluate_promote(
@@ -83,5 +107,6 @@ def full_retrain(
                 force_pretrain=force_pretrain,
             )
         )
+    _label(recloop_home, summary, len(data.trained_batches))
     summary["seconds"] = round(time.perf_counter() - started, 1)
     return summary

@@ -7,11 +7,21 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from flows.feedback_loop import TRAINING as INCREMENTAL
 from flows.feedback_loop import feedback_loop
+from flows.full_retrain import TRAINING as FULL_RETRAIN
 from flows.full_retrain import full_retrain
+from flows.pretrain_encoder import TRAINING as PRETRAIN
 from flows.pretrain_encoder import pretrain_encoder
 from recloop.config import Config
-from recloop.orchestration import EVENT, HOME_LABEL, RESOURCE_PREFIX, make_watcher
+from recloop.orchestration import (
+    EVENT,
+    HOME_LABEL,
+    RESOURCE_PREFIX,
+    WATCH_INTERVAL,
+    make_watcher,
+    run_tags,
+)
 from recloop.paths import Home
 
 if TYPE_CHECKING:
@@ -33,7 +43,9 @@ def build_deployments(
     ``feedback-loop/scheduled`` (cron), ``feedback-loop/on-batch-landed`` (triggered by
     ``recloop.batch.landed`` from batches landed in this home, with the batch id as a parameter),
     ``pretrain-encoder/scheduled`` (cron) and ``full-retrain/on-demand``. Entrypoints are module
-    paths, so the flow runs import the installed package whatever the working directory.
+    paths, so the flow runs import the installed package whatever the working directory. Each
+    deployment's runs are tagged ``recloop``, ``home:<folder>`` and ``training:<kind>`` from the
+    moment they are scheduled; the flows add the batch and version tags as they learn them.
     """
     from prefect.events import DeploymentEventTrigger
     from prefect.schedules import Cron
@@ -44,6 +56,7 @@ def build_deployments(
     if config_path is not None:
         params["config_path"] = str(Path(config_path).resolve())
     module = EntrypointType.MODULE_PATH
+    incremental = run_tags(home, INCREMENTAL)
     on_landed = DeploymentEventTrigger(
         expect={EVENT},
         # Only batches landed in this home: a second `recloop serve` for another home on the
@@ -57,6 +70,7 @@ def build_deployments(
             description="One feedback-loop cycle on every batch landed since the champion.",
             schedules=[Cron(orchestration.feedback_cron, timezone=orchestration.timezone)],
             parameters=params,
+            tags=incremental,
             entrypoint_type=module,
         ),
         feedback_loop.to_deployment(
@@ -65,6 +79,7 @@ def build_deployments(
             "the landing-folder watcher.",
             triggers=[on_landed],
             parameters=params,
+            tags=incremental,
             entrypoint_type=module,
         ),
         pretrain_encoder.to_deployment(
@@ -72,12 +87,14 @@ def build_deployments(
             description="Domain-adaptive MLM pretraining when the catalogue text has changed.",
             schedules=[Cron(orchestration.pretrain_cron, timezone=orchestration.timezone)],
             parameters=params,
+            tags=run_tags(home, PRETRAIN),
             entrypoint_type=module,
         ),
         full_retrain.to_deployment(
             name="on-demand",
             description="The same model from scratch on all archived data.",
             parameters=params,
+            tags=run_tags(home, FULL_RETRAIN),
             entrypoint_type=module,
         ),
     ]
@@ -107,10 +124,10 @@ def serve(
     stop = threading.Event()
     watcher_thread = None
     if watch:
-        watcher = make_watcher(home.ensure(), config.orchestration)
+        watcher = make_watcher(home.ensure())
         watcher_thread = threading.Thread(
             target=watcher.run,
-            args=(stop, config.orchestration.watch_interval),
+            args=(stop, WATCH_INTERVAL),
             name="recloop-watch",
             daemon=True,  # never keeps the process alive once serving stopped
         )

@@ -28,37 +28,20 @@ logger = logging.getLogger(__name__)
 FINGERPRINT_FILE = "recloop_fingerprint.txt"  # written next to a pretrained encoder's weights
 REPORT_FILE = "recloop_mlm_report.json"
 POOLING = "mean-l2-v1"  # part of the cache key: a change of pooling must not reuse old vectors
+EMBED_BATCH_SIZE = 64  # item texts per forward pass when embedding (a memory and speed trade-off)
 
 
 @dataclass(frozen=True)
 class EncoderConfig:
     """The transformer text encoder and its MLM (domain-adaptive) pretraining."""
 
-    enabled: bool = True  # run MLM pretraining at all; False keeps the shipped weights
+    enabled: bool = True  # run MLM pretraining at all (False keeps the shipped weights)
     max_length: int = 64  # tokens per item text, for MLM and for embedding
-    mlm_probability: float = 0.15  # share of tokens masked by the collator
-    max_steps: int = 40  # optimiser steps per pretraining
-    train_layers: int = (
-        3  # top transformer layers MLM updates; the rest (and embeddings) stay frozen
-    )
-    # Texts per MLM step. 8, not 16: on Amazon Office (64-token texts) 40 steps of 8 lowered
-    # held-out perplexity by 32 %, 40 steps of 16 by 34 %, at twice the cost.
-    batch_size: int = 8
-    # 40 steps (of 16 texts) took MovieLens held-out perplexity from 71 to 53 at 5e-5, to 46 at
-    # 2e-4 and to 43 at 5e-4; a higher rate moves the sentence-embedding layers further.
-    learning_rate: float = 2e-4
-    # The shipped sentence-transformers checkpoint has no MLM head, so transformers starts a
-    # random one (held-out perplexity ~50,000: nothing said about the encoder). These steps fit
-    # the head alone (encoder frozen) on the training texts before "perplexity before" is taken
-    # (skipped when starting from an adapted encoder, whose head is fitted already).
-    head_warmup_steps: int = 250
-    head_learning_rate: float = 3e-3  # the warm-up's: a fresh head needs more than fine-tuning
-    head_warmup_tokens: int = 32768  # training-text tokens encoded once for the warm-up
-    weight_decay: float = 0.01  # not applied to biases and LayerNorm weights
-    eval_fraction: float = 0.1  # held-out share of the catalogue text for perplexity
-    eval_max_texts: int = 256  # cap on those held-out texts (0 = none), to keep the evals cheap
-    change_threshold: float = 0.2  # re-pretrain when this share of item texts is new/changed
-    embed_batch_size: int = 64
+    max_steps: int = 40  # optimiser steps of one MLM pretraining
+    batch_size: int = 8  # item texts per MLM step
+    learning_rate: float = 2e-4  # AdamW learning rate of the MLM steps
+    head_warmup_steps: int = 250  # most steps fitting a fresh MLM head first (0 = skip)
+    change_threshold: float = 0.2  # share of new or changed item texts that calls for pretraining
 
 
 def offline() -> None:
@@ -200,7 +183,7 @@ class TextEmbedder:
         # Longest first so each batch pads to similar lengths (and the biggest batch runs first).
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         out = np.zeros((len(texts), self._model.config.hidden_size), dtype=np.float32)
-        size = self.config.embed_batch_size
+        size = EMBED_BATCH_SIZE
         for start in range(0, len(order), size):
             index = order[start : start + size]
             encoded = self._tokenizer(

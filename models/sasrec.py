@@ -28,13 +28,10 @@ logger = logging.getLogger(__name__)
 
 PAD = 0
 # What a checkpoint saved before a RecommenderConfig key existed meant by it.
-LEGACY_MODEL_ARGS: dict[str, Any] = {
-    "temperature": 0.0,
-    "id_min_count": 0,
-    "id_dropout": 0.0,
-    "prior_window": 0,
-    "prior_weights": (0.0,),
-}
+LEGACY_MODEL_ARGS: dict[str, Any] = {"id_min_count": 0, "prior_window": 0, "prior_weights": (0.0,)}
+# Keys an older checkpoint may hold that were removed, each with the only value it still loads
+# with (None: any, as ID dropout acted in training only); cosine scores are no longer computed.
+REMOVED_MODEL_ARGS: dict[str, float | None] = {"id_dropout": None, "temperature": 0.0}
 # Added to a transition probability before its log (see TransitionPrior.log_scores): an item that
 # none of the user's recent items led to keeps the model's score, so the prior reorders the
 # model's ranking but never vetoes an item. 0.01 = one transition in a hundred.
@@ -45,38 +42,16 @@ PRIOR_FLOOR = 0.01
 class RecommenderConfig:
     """The sequential recommender: SASRec-style causal self-attention over item sequences."""
 
-    hidden_size: int = 64
-    num_layers: int = 2
-    num_heads: int = 2
-    dropout: float = 0.2
-    # Most recent items the user encoder attends to. 200 covers a MovieLens-like history; short
-    # (Amazon-like) histories cost no more, since batches are trimmed to their longest sequence.
-    max_seq_len: int = 200
-    use_text: bool = True  # items represented from their text embeddings through a learned adaptor
-    use_id: bool = True  # plus a learned ID embedding (zero for items never trained on)
-    # Training events an item needs before its ID embedding counts: below it the item is scored
-    # from its text alone. Reset from the training data at every training, so an item gains its
-    # ID once it has the history. 1 = every item trained on. Measured on
-    # amazon-instruments-2014 (LOO text+ID test NDCG@10, one seed): 1: 0.0746, 3: 0.0708,
-    # 5: 0.0697, 10: 0.0676 -- even a few events' ID row helps there.
-    id_min_count: int = 1
-    # Text+ID only: the probability that an item's ID embedding is left out of a training step,
-    # the item then represented by its text path alone, in the sequences and in the softmax
-    # ("DropoutNet", Volkovs et al. 2017); 0 = off. Measured (README, "Leave-one-out quality"):
-    # 0.3 cut amazon-instruments-2014's LOO text+ID seed spread to about a third (0.070-0.076
-    # over five seeds, against 0.063-0.078) at about the same mean, and validated lower on
-    # amazon-office-2014 and movielens-latest-small, whose ID rows carry more.
-    id_dropout: float = 0.0
-    temperature: float = 0.0  # > 0: cosine scores / temperature (L2-normalised); 0: dot product
-    # The transition prior (models.sasrec.TransitionPrior): the item-to-item transitions of the
-    # training sequences, from the user's last prior_window items (0 = no prior), added to the
-    # model's log-probabilities with a weight chosen on the validation cases among
-    # prior_weights (one value: that weight, no choice; a weight must be >= 0). Measured (README,
-    # "Leave-one-out quality", five seeds): LOO text+ID NDCG@10 0.0721 -> 0.0807 on
-    # amazon-instruments-2014 and 0.0817 -> 0.0853 on amazon-office-2014; it also lifted every
-    # arm of bench incremental above the transitions baseline on Office and MovieLens.
-    prior_window: int = 3
-    prior_weights: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
+    hidden_size: int = 64  # width of item representations and user states, in units
+    num_layers: int = 2  # transformer blocks over the user's history
+    num_heads: int = 2  # attention heads per block (must divide hidden_size)
+    dropout: float = 0.2  # dropout probability in training, on inputs and inside every block
+    max_seq_len: int = 200  # most recent items of a history the model reads, in items
+    use_text: bool = True  # items represented from their text embedding through a learned map
+    use_id: bool = True  # items also get a learned ID embedding (zero until trained on)
+    id_min_count: int = 1  # training events an item needs before its ID embedding counts
+    prior_window: int = 3  # last items of a history the transition prior reads (0 = no prior)
+    prior_weights: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)  # tried on validation
 
 
 class SeqRec(nn.Module):
@@ -151,20 +126,10 @@ class SeqRec(nn.Module):
 
     def item_repr(self) -> torch.Tensor:
         """Every item's representation, ``(N+1, H)``: adaptor(text) + ID embedding (the latter
-        only for items whose ``id_gate`` is open).
-
-        In training mode, with text and ``config.id_dropout`` > 0, each item's ID embedding is
-        left out with that probability, drawn once per call (so once per training step, the same
-        for the items in the sequences and in the softmax): the item then stands there by its
-        text alone, as an input and as a candidate, like an item with too little history. Not
-        rescaled: the ID embedding is whole or absent, in training as in scoring.
-        """
+        only for items whose ``id_gate`` is open)."""
         out = self.text_repr()
         if self.id_emb is not None:
-            gate = self.id_gate
-            if self.training and self.adaptor is not None and self.config.id_dropout > 0:
-                gate = gate * (torch.rand_like(gate) >= self.config.id_dropout).to(gate.dtype)
-            out = out + self.id_emb.weight * gate.unsqueeze(-1)
+            out = out + self.id_emb.weight * self.id_gate.unsqueeze(-1)
         return out
 
     @torch.no_grad()
@@ -228,24 +193,9 @@ class SeqRec(nn.Module):
         allowed = allowed | torch.eye(length, dtype=torch.bool, device=x.device)
         return x, ~allowed.repeat_interleave(self.config.num_heads, dim=0)
 
-    def scoring_pair(
-        self, hidden: torch.Tensor, items: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(hidden', items')`` whose product ``hidden' @ items'.T`` is :meth:`logits`.
-
-        With ``config.temperature`` > 0 both sides are L2-normalised and the cosine is divided by
-        the temperature: item norms then cannot encode popularity or grow without bound, which
-        keeps text-derived and ID-derived representations on one scale.
-        """
-        if self.config.temperature > 0:
-            hidden = nn.functional.normalize(hidden, dim=-1) / self.config.temperature
-            items = nn.functional.normalize(items, dim=-1)
-        return hidden, items
-
     def logits(self, hidden: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Scores ``(M, N+1)`` of user states ``hidden`` ``(M, H)`` against ``items`` ``(N+1, H)``
-        (see :meth:`scoring_pair`)."""
-        hidden, items = self.scoring_pair(hidden, items)
+        """Scores ``(M, N+1)`` of user states ``hidden`` ``(M, H)`` against ``items`` ``(N+1, H)``:
+        their dot products."""
         return hidden @ items.T
 
     def forward(
@@ -287,7 +237,6 @@ class SeqRec(nn.Module):
         ``"none"``: one per target, row-major), computed by :func:`linear_cross_entropy`: same
         values and gradients, without the ``(M, N+1)`` logits (the training step's fast path)."""
         hidden, items, targets = self._target_states(input_ids, targets)
-        hidden, items = self.scoring_pair(hidden, items)
         return linear_cross_entropy(hidden, items[1:], targets - 1, reduction=reduction)
 
     @torch.no_grad()
@@ -315,27 +264,21 @@ class SeqRec(nn.Module):
             self.id_emb = grown.to(old.device)
 
     @torch.no_grad()
-    def shrink_perturb(self, shrink: float, noise: float) -> None:
-        """Scale every trained weight by ``shrink`` and add ``noise`` times a fresh initialisation
-        (θ ← shrink·θ + noise·θ₀; Ash & Adams, "On Warm-Starting Neural Network Training", 2020).
+    def shrink_weights(self, shrink: float) -> None:
+        """Scale every trained weight by ``shrink`` (θ ← shrink·θ: the "shrink" of shrink and
+        perturb; Ash & Adams, "On Warm-Starting Neural Network Training", 2020).
 
         A warm start that keeps the parent's weights as they are keeps its overconfidence on what
         it memorised; shrinking them lets the new data move the model as far as a fresh one would
         while it keeps what it learned (in direction, if not in scale). The text vectors (a
-        buffer, not trained) are left alone; the padding row stays zero. The fresh draw uses
-        torch's global generator: seed it for a reproducible result.
+        buffer, not trained) are left alone; the padding row stays zero.
         """
-        if not 0.0 < shrink <= 1.0 or noise < 0.0:
-            raise ValueError(f"shrink must be in (0, 1] and noise >= 0, got {shrink}, {noise}")
-        if shrink == 1.0 and noise == 0.0:
+        if not 0.0 < shrink <= 1.0:
+            raise ValueError(f"shrink must be in (0, 1], got {shrink}")
+        if shrink == 1.0:
             return
-        fresh = None
-        if noise > 0.0:
-            fresh = dict(SeqRec(self.config, self.num_items, self.text_dim).named_parameters())
-        for name, param in self.named_parameters():
+        for param in self.parameters():
             param.mul_(shrink)
-            if fresh is not None:
-                param.add_(noise * fresh[name].to(param.device, param.dtype))
         if self.id_emb is not None:
             self.id_emb.weight[PAD].zero_()
 
@@ -675,6 +618,10 @@ class Recommender:
         checkpoint = torch.load(Path(path), map_location="cpu", weights_only=True)
         # Keys added to RecommenderConfig later take the value that reproduces older checkpoints.
         args = {**LEGACY_MODEL_ARGS, **checkpoint["model_args"]}
+        for key, loadable in REMOVED_MODEL_ARGS.items():
+            value = args.pop(key, None)
+            if value is not None and loadable is not None and value != loadable:
+                raise ValueError(f"{path}: a checkpoint with {key}={value} is no longer supported")
         config = RecommenderConfig(**{**args, "prior_weights": tuple(args["prior_weights"])})
         model = SeqRec(config, len(checkpoint["item_ids"]), int(checkpoint["text_dim"]))
         state = dict(checkpoint["state_dict"])

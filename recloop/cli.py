@@ -1,4 +1,4 @@
-"""The ``recloop`` command line (CONTRACT.md §3).
+"""The ``recloop`` command line (docs/interfaces.md).
 
 Each command is a plain function that tests can call. Heavy imports (torch, prefect, mlflow, great
 expectations) happen inside the commands, so ``recloop --help`` is instant.
@@ -16,7 +16,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from recloop.progress import working
+from recloop.progress import is_quiet, library_output, setup_console, working
 
 app = typer.Typer(
     name="recloop",
@@ -35,7 +35,7 @@ HomeOption = Annotated[
 ]
 ConfigOption = Annotated[
     Path | None,
-    typer.Option("--config", help="YAML file overriding recloop/default.yaml."),
+    typer.Option("--config", help="YAML file with the settings to change (docs/config.md)."),
 ]
 
 
@@ -50,8 +50,8 @@ def _environment() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # The temporary local server needs longer than Prefect's 20 s on a busy 2-core machine.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    # Route the library's own loggers into Prefect's run logs (and the UI).
-    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "recloop,tasks,models,flows")
+    # Route the library's own loggers (and Python warnings) into Prefect's run logs (and the UI).
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "recloop,tasks,models,flows,py.warnings")
     os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 
@@ -59,6 +59,13 @@ def _environment() -> None:
 def _fail(message: str) -> None:
     typer.echo(f"recloop: {message}", err=True)
     raise typer.Exit(code=1)
+
+
+def _message(error: BaseException) -> str:
+    """An exception's first line, without the quotes ``str(KeyError)`` adds."""
+    text = error.args[0] if isinstance(error, KeyError) and error.args else error
+    lines = str(text).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
 
 
 def _one_line_errors(func: F) -> F:
@@ -73,24 +80,37 @@ def _one_line_errors(func: F) -> F:
         except typer.Exit:
             raise
         except (ConfigError, FileNotFoundError, ValueError, KeyError, LookupError) as error:
-            message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-            _fail(message)
+            _fail(_message(error))
 
     return wrapper  # type: ignore[return-value]
 
 
+def _dataset_dir(path: Path | None) -> None:
+    """Fail in one line, before any work, when ``--data`` names no folder."""
+    if path is not None and not Path(path).is_dir():
+        what = "is not a directory" if Path(path).exists() else "does not exist"
+        raise FileNotFoundError(f"{path}: the dataset directory {what}")
+
+
 @app.callback()
 def main(
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Show every library's log (Prefect, MLflow, Great Expectations, ...) on the "
+            "console, with times. Without it the console shows recloop's own lines; the full "
+            "logs are in the Prefect run logs either way.",
+        ),
+    ] = False,
 ) -> None:
     _environment()
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
-    for noisy in ("httpx", "alembic", "urllib3", "filelock", "git", "great_expectations", "mlflow"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    setup_console(verbose)
+    # Not news even with --verbose: MLflow's schema migrations, and Great Expectations listing
+    # each of its API functions as it imports (a hundred lines).
+    for chatter in ("alembic", "great_expectations._docs_decorators"):
+        logging.getLogger(chatter).setLevel(logging.WARNING)
 
 
 def _format_metric(value: Any) -> str:
@@ -98,7 +118,7 @@ def _format_metric(value: Any) -> str:
 
 
 def format_cycle_table(rows: list[dict[str, Any]]) -> str:
-    """The per-window table of ``recloop run`` (CONTRACT.md §3)."""
+    """The per-window table of ``recloop run`` (docs/interfaces.md)."""
     header = (
         f"{'window':>6} {'batch':<16} {'version':>7} {'ndcg@10':>8} {'recall@10':>9} "
         f"{'champ ndcg':>10} {'champ rec':>9} {'pop ndcg':>8} {'pop rec':>8} "
@@ -127,6 +147,101 @@ def format_cycle_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _window_line(window: int, total: int, summary: dict[str, Any]) -> tuple[str, bool]:
+    """One line per replayed window while ``recloop run`` goes; True when it is a problem."""
+    head = f"window {window}/{total}: "
+    for landed in summary.get("landed", []):
+        if landed["status"] == "quarantined":
+            return head + landed["message"], True
+    if summary.get("status") not in {"promoted", "kept-champion"}:
+        reason = summary.get("reason") or "nothing new to learn"
+        return head + f"{str(summary.get('status', '-')).replace('-', ' ')} ({reason})", False
+    candidate = summary.get("metrics", {}).get("rows", {}).get("candidate", {})
+    decision = "promoted to champion" if summary.get("promoted") else "not promoted"
+    return (
+        head + f"batch {','.join(summary.get('batches', []))}: version {summary.get('version')} "
+        f"{decision} (ndcg@10 {_format_metric(candidate.get('ndcg_at_10'))})",
+        False,
+    )
+
+
+def _replay(
+    staged: list[tuple[Path, Path]], home: Path | None, config: Path | None
+) -> list[dict[str, Any]]:
+    """Each staged window through the feedback-loop flow, under a bar at a terminal."""
+    from flows.feedback_loop import feedback_loop
+    from recloop.progress import step_progress
+
+    rows = []
+    # A bar on stderr at a terminal only: piped and test output stay plain lines.
+    with step_progress(len(staged), "window") as progress:
+        say = progress.echo if progress else typer.echo
+        for window, (interactions_file, items_file) in enumerate(staged, start=1):
+            if progress:
+                progress.start(window, "starting")
+            with library_output(is_quiet()):
+                summary = feedback_loop(
+                    batch_files=[str(interactions_file)],
+                    items_files=[str(items_file)],
+                    home=str(home) if home else None,
+                    config_path=str(config) if config else None,
+                )
+            summary["window"] = window
+            rows.append(summary)
+            line, problem = _window_line(window, len(staged), summary)
+            say(line, err=problem)
+            if progress:
+                progress.finish(window, line.split(": ", 1)[1])
+    return rows
+
+
+def _next_steps(
+    rows: list[dict[str, Any]], staged: list[tuple[Path, Path]], home: Path | None
+) -> list[str]:
+    """Three lines: a user to ask for recommendations, the MLflow UI, the Prefect UI."""
+    import shlex
+
+    import pandas as pd
+    from prefect.settings import get_current_settings
+
+    from recloop.paths import get_home
+
+    archived = [
+        files
+        for files, row in zip(staged, rows, strict=True)
+        if all(entry["status"] != "quarantined" for entry in row.get("landed", []))
+    ] or staged
+    users = pd.read_parquet(archived[-1][0], columns=["user_id"])["user_id"]
+    user = shlex.quote(str(users.value_counts().index[0])) if len(users) else "USER_ID"
+    home_arg = f" --home {shlex.quote(str(home))}" if home is not None else ""
+    uri = next(
+        (row["mlflow"]["tracking_uri"] for row in reversed(rows) if row.get("mlflow")),
+        f"sqlite:///{get_home(home).mlflow_db}",
+    )
+    prefect_api = get_current_settings().api.url
+    steps = [
+        (f"recloop recommend {user}{home_arg}", "the champion's top 10 for a user"),
+        (
+            (
+                f"mlflow ui --backend-store-uri {shlex.quote(uri)}",
+                "runs, metrics, versions: http://127.0.0.1:5000",
+            )
+            if not uri.startswith("http")
+            else (f"open {uri}", "runs and versions in MLflow")
+        ),
+        (
+            ("prefect server start", "these flow runs: http://127.0.0.1:4200/runs")
+            if not prefect_api
+            else (f"open {prefect_api.removesuffix('/api')}/runs", "these flow runs in Prefect")
+        ),
+    ]
+    width = max(len(command) for command, _ in steps)
+    return [
+        f"{'next:' if i == 0 else '':<5} {command:<{width}}  # {comment}"
+        for i, (command, comment) in enumerate(steps)
+    ]
+
+
 @app.command("run")
 @_one_line_errors
 def run_command(
@@ -140,57 +255,53 @@ def run_command(
     home: HomeOption = None,
     config: ConfigOption = None,
 ) -> list[dict[str, Any]]:
-    """The main job: replay a dataset as arriving batches through the feedback-loop flow."""
-    from flows.feedback_loop import feedback_loop
-    from recloop.progress import step_progress
+    """The main job: replay a dataset as arriving batches through the feedback-loop flow.
+
+    Each batch is validated, learned (clean text, pretrain, fine-tune), evaluated beside the
+    champion and the baselines, and promoted if it wins. Prints a line per batch, then the table
+    and what to do next.
+    """
+    from recloop.paths import get_home
     from recloop.replay import stage_windows
 
-    rows = []
+    _dataset_dir(data)
     staged = stage_windows(data, windows, home, config)
-    # A bar on stderr at a terminal only: piped and test output stay plain table lines.
-    with step_progress(len(staged), "window") as progress:
-        say = progress.echo if progress else typer.echo
-        for window, (interactions_file, items_file) in enumerate(staged, start=1):
-            if progress:
-                progress.start(window, "validate, train, evaluate, gate")
-            summary = feedback_loop(
-                batch_files=[str(interactions_file)],
-                items_files=[str(items_file)],
-                home=str(home) if home else None,
-                config_path=str(config) if config else None,
-            )
-            summary["window"] = window
-            for landed in summary.get("landed", []):
-                if landed["status"] != "archived":
-                    say(f"window {window}: {landed['message']}", err=True)
-            rows.append(summary)
-            say(format_cycle_table(rows[-1:]).splitlines()[-1])
-            if progress:
-                progress.finish(
-                    window, f"version {summary.get('version') or '-'} {summary.get('status', '')}"
-                )
+    typer.echo(
+        f"replaying {data or 'the demo data'} as {len(staged)} arriving batches into "
+        f"{get_home(home).root}",
+        err=True,
+    )
+    rows = _replay(staged, home, config)
     typer.echo("")
     typer.echo(format_cycle_table(rows))
+    typer.echo("")
+    for line in _next_steps(rows, staged, home):
+        typer.echo(line)
     return rows
 
 
 @app.command("import")
 @_one_line_errors
 def import_command(
-    fmt: Annotated[str, typer.Argument(help="movielens | amazon-reviews | canonical")],
-    src: Annotated[Path, typer.Argument(help="The published dataset (folder or file).")],
-    dest: Annotated[Path, typer.Argument(help="Folder to write the canonical dataset to.")],
+    fmt: Annotated[
+        str, typer.Argument(metavar="FORMAT", help="movielens | amazon-reviews | canonical")
+    ],
+    src: Annotated[
+        Path, typer.Argument(metavar="SRC", help="The published dataset (folder or file).")
+    ],
+    dest: Annotated[
+        Path, typer.Argument(metavar="DEST", help="Folder to write the canonical dataset to.")
+    ],
     meta: Annotated[
         Path | None,
         typer.Option("--meta", help="amazon-reviews: the item metadata file, if not beside SRC."),
     ] = None,
     config: ConfigOption = None,
 ) -> dict[str, int]:
-    """Convert a published dataset to recloop's canonical form (CONTRACT.md §1)."""
-    from recloop.config import load_config
+    """Convert a published dataset to recloop's canonical form (see docs/interfaces.md)."""
     from recloop.importers import import_dataset
 
-    dataset = import_dataset(fmt, src, dest, load_config(config).text, meta=meta)
+    dataset = import_dataset(fmt, src, dest, meta=meta)
     summary = dataset.summary()
     typer.echo(
         f"{dest}: {summary['interactions']} interactions, {summary['users']} users, "
@@ -202,7 +313,9 @@ def import_command(
 @app.command("ingest")
 @_one_line_errors
 def ingest_command(
-    file: Annotated[Path, typer.Argument(help="Interactions file (CSV or Parquet).")],
+    file: Annotated[
+        Path, typer.Argument(metavar="FILE", help="Interactions file (CSV, TSV or Parquet).")
+    ],
     items: Annotated[
         Path | None, typer.Option("--items", help="Items file for new or changed items.")
     ] = None,
@@ -214,14 +327,15 @@ def ingest_command(
     An archived batch is announced to the Prefect server at PREFECT_API_URL with the event
     recloop.batch.landed (resource recloop.batch.<batch_id>), which starts the triggered
     feedback-loop deployment. When it cannot be delivered, one line says so; the batch stays
-    pending and the next scheduled feedback-loop run learns it.
+    pending and the next scheduled feedback-loop run learns it. A quarantined batch exits 1 with
+    one line naming its report.
     """
     from recloop.config import load_config
     from recloop.orchestration import ingest_batch
     from recloop.paths import get_home
 
-    timeout = load_config(config).orchestration.announce_timeout
-    outcome = ingest_batch(get_home(home).ensure(), file, items, timeout=timeout)
+    load_config(config)  # a broken --config fails here, before anything lands
+    outcome = ingest_batch(get_home(home).ensure(), file, items)
     result = outcome.result
     if result.status == "quarantined":
         _fail(result.message)
@@ -250,8 +364,8 @@ def watch_command(
 
     A batch is NAME.csv|.tsv|.parquet, with its optional items file NAME.items.csv|.tsv|.parquet
     beside it (drop that one first). A file is taken once its size and modification time have
-    not changed for orchestration.watch_settle seconds; names starting with "." and other suffixes
-    (.part, .tmp) are ignored, so writing under such a name and renaming into place also works.
+    not changed for 2 seconds; names starting with "." and other suffixes (.part, .tmp) are
+    ignored, so writing under such a name and renaming into place also works.
     Landed files leave the folder only once archived or quarantined (with a report).
     """
     from recloop.config import load_config
@@ -266,7 +380,8 @@ def watch_command(
         if outcome.announcement is not None and not outcome.announcement.delivered:
             typer.echo("recloop: warning: " + outcome.announcement.message, err=True)
 
-    outcomes = watch(recloop_home, load_config(config).orchestration, once=once, report=report)
+    load_config(config)  # a broken --config fails here, before anything lands
+    outcomes = watch(recloop_home, once=once, report=report)
     if once:
         statuses = [outcome.result.status for outcome in outcomes]
         counts = ", ".join(f"{statuses.count(s)} {s}" for s in sorted(set(statuses)))
@@ -290,11 +405,11 @@ def serve_command(
 ) -> None:
     """Serve the Prefect deployments in this process until stopped (Ctrl-C).
 
-    feedback-loop/scheduled (orchestration.feedback_cron), feedback-loop/on-batch-landed
-    (triggered by recloop.batch.landed from this home, batch id passed on),
-    pretrain-encoder/scheduled (orchestration.pretrain_cron) and full-retrain/on-demand: the
-    deployments of deployments/prefect.yaml, without a work pool or worker. Needs a Prefect
-    server (prefect server start) at PREFECT_API_URL.
+    The four deployments of deployments/prefect.yaml, without a work pool or worker:
+    feedback-loop on a schedule (config orchestration.feedback_cron) and on every
+    recloop.batch.landed event from this home, pretrain-encoder on a schedule
+    (orchestration.pretrain_cron), full-retrain on demand. Needs a Prefect server
+    (prefect server start) at PREFECT_API_URL.
     """
     from flows.serve import serve
     from recloop.config import load_config
@@ -306,10 +421,13 @@ def serve_command(
 @app.command("update")
 @_one_line_errors
 def update_command(home: HomeOption = None, config: ConfigOption = None) -> dict[str, Any]:
-    """One incremental cycle on the batches landed since the champion was trained."""
+    """One incremental cycle on the batches landed since the champion was trained.
+
+    Prints the cycle's row of the run table ("up-to-date" when nothing new has landed).
+    """
     from flows.feedback_loop import feedback_loop
 
-    with working("update"):
+    with working("update"), library_output(is_quiet()):
         summary = feedback_loop(
             home=str(home) if home else None, config_path=str(config) if config else None
         )
@@ -318,15 +436,47 @@ def update_command(home: HomeOption = None, config: ConfigOption = None) -> dict
     return summary
 
 
+def _champion_version(home: Any, config: Any) -> str:
+    """The champion's version, or a one-line LookupError saying there is none yet."""
+    from recloop import registry
+
+    hint = "train one first: recloop run (the demo), or recloop ingest FILE then recloop update"
+    if not os.environ.get("MLFLOW_TRACKING_URI") and not home.mlflow_db.exists():
+        raise LookupError(f"no champion yet in {home.root}; {hint}")
+    version = registry.configure(home, config).champion_version()
+    if version is None:
+        raise LookupError(
+            f"no champion yet in the registry at {registry.tracking_uri(home)}; {hint}"
+        )
+    return version
+
+
 @app.command("recommend")
 @_one_line_errors
 def recommend_command(
-    user_id: Annotated[str, typer.Argument(help="A user id known to the archive.")],
+    user_id: Annotated[
+        str, typer.Argument(metavar="USER_ID", help="A user id from the archived batches.")
+    ],
     k: Annotated[int, typer.Option("--k", min=1, help="How many items.")] = 10,
+    allow_unknown: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unknown",
+            help="Answer a user with no events in the archive too: an empty history gets the "
+            "popularity fallback (the most popular items).",
+        ),
+    ] = False,
     home: HomeOption = None,
     config: ConfigOption = None,
 ) -> dict[str, Any]:
-    """The champion's top-k for a known user, through the registered pyfunc model."""
+    """The champion's top-k for a user, through the registered pyfunc model.
+
+    The user's history is their events in the archive, oldest first; items in it are not
+    recommended again. The first line names the version that answered. An unknown user is an
+    error (exit 1) unless --allow-unknown.
+    """
+    import shlex
+
     import pandas as pd
 
     from recloop import registry
@@ -337,25 +487,41 @@ def recommend_command(
 
     recloop_home = get_home(home)
     cfg = load_config(config)
+    version = _champion_version(recloop_home, cfg)
     archive = read_archive(recloop_home)
     history = build_sequences(archive.interactions[archive.interactions["user_id"] == user_id])
-    if user_id not in history:
-        raise KeyError(f"user {user_id!r} has no interactions in {recloop_home.archive}")
+    if user_id not in history and not allow_unknown:
+        again = shlex.join(["recloop", "recommend", user_id, "--allow-unknown"])
+        raise LookupError(
+            f"unknown user {user_id}: no events in {recloop_home.archive}; an unknown user gets "
+            f"the popularity fallback (the most popular items): {again}"
+        )
     model = registry.load_champion_pyfunc(cfg, recloop_home)
-    out = model.predict(
-        pd.DataFrame({"user_id": [user_id], "history": [history[user_id]]}), params={"k": k}
-    )
+    events = history.get(user_id, [])
+    out = model.predict(pd.DataFrame({"user_id": [user_id], "history": [events]}), params={"k": k})
     titles = archive.items.set_index("item_id")["title"]
     row = out.iloc[0]
+    basis = f"{len(events)} events" if events else "unknown user: popularity fallback"
+    typer.echo(
+        f"{cfg.registry.model_name} champion version {version}, top {k} for {user_id} ({basis}):"
+    )
     for rank, (item, score) in enumerate(zip(row["item_ids"], row["scores"], strict=True), 1):
         typer.echo(f"{rank:>3}. {item:<14} {score:8.4f}  {titles.get(item, '')}")
-    return {"user_id": user_id, "item_ids": list(row["item_ids"]), "scores": list(row["scores"])}
+    return {
+        "user_id": user_id,
+        "version": version,
+        "item_ids": list(row["item_ids"]),
+        "scores": list(row["scores"]),
+    }
 
 
 @app.command("rollback")
 @_one_line_errors
 def rollback_command(
-    version: Annotated[str, typer.Argument(help="The registered version to make champion again.")],
+    version: Annotated[
+        str,
+        typer.Argument(metavar="VERSION", help="The registered version to make champion again."),
+    ],
     reason: Annotated[
         str, typer.Option("--reason", help="Why (recorded as tags on both versions).")
     ] = "",
@@ -395,14 +561,19 @@ def retrain_command(
     home: HomeOption = None,
     config: ConfigOption = None,
 ) -> dict[str, Any]:
-    """Train from scratch on all archived data, evaluate against the champion, gate, promote."""
+    """Train from scratch on all archived data, evaluate against the champion, gate, promote.
+
+    Prints the run table's row for the new version. A --data folder that fails validation is
+    quarantined and nothing is trained (exit 1).
+    """
     from flows.full_retrain import full_retrain
     from recloop.data import find_table
 
+    _dataset_dir(data)
     if data is not None:  # fail before starting Prefect when the folder is not a dataset
         find_table(data, "interactions")
         find_table(data, "items")
-    with working("retrain"):
+    with working("retrain"), library_output(is_quiet()):
         summary = full_retrain(
             data_dir=str(data) if data else None,
             home=str(home) if home else None,
@@ -453,6 +624,48 @@ def _load_evaluated_model(uri: str, config: Any, home: Any) -> Any:
     return registry.load_model_uri(uri, config, home)
 
 
+def _evaluate_splits(
+    recommender: Any, splits: list[Any], catalogue: list[str], config: Any
+) -> list[dict[str, Any]]:
+    """The model (named ``model``) and the baselines on each split's test cases."""
+    from recloop.evaluation import CANDIDATE, evaluate_all
+
+    results = []
+    for split in splits:
+        report = evaluate_all(recommender, None, split.train_full, split.test, catalogue, config)
+        rows = {("model" if name == CANDIDATE else name): m for name, m in report.rows.items()}
+        results.append({**split.summary(), "rows": rows, "seconds": report.seconds})
+    return results
+
+
+def _mean_row(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-split numbers averaged with equal weight over the splits with cases; cases summed."""
+    scored = [r for r in results if r["test_cases"]]
+    mean: dict[str, Any] = {"name": "mean", "rows": {}}
+    for name in results[0]["rows"]:
+        keys = [k for k in results[0]["rows"][name] if not k.startswith("n_")]
+        row = {k: sum(r["rows"][name][k] for r in scored) / len(scored) for k in keys}
+        row["n_cases"] = sum(r["rows"][name]["n_cases"] for r in results)
+        mean["rows"][name] = row
+    return mean
+
+
+def _write_evaluation_report(home: Any, protocol: str, out: dict[str, Any]) -> Path:
+    """``RECLOOP_HOME/reports/evaluate-<protocol>-<time>.json`` (a new name if taken)."""
+    import json
+    import time
+
+    home.reports.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = home.reports / f"evaluate-{protocol}-{stamp}.json"
+    for n in range(2, 1000):  # two evaluations within a second keep both reports
+        if not path.exists():
+            break
+        path = home.reports / f"evaluate-{protocol}-{stamp}-{n}.json"
+    path.write_text(json.dumps(out, indent=2, default=str) + "\n", encoding="utf-8")
+    return path
+
+
 @app.command("evaluate")
 @_one_line_errors
 def evaluate_command(
@@ -491,17 +704,16 @@ def evaluate_command(
     split's events before its test targets. Writes the figures as JSON to
     RECLOOP_HOME/reports/evaluate-<protocol>-<time>.json.
     """
-    import json
     import time
 
     from recloop.config import load_config
     from recloop.data import read_dataset
-    from recloop.evaluation import CANDIDATE, evaluate_all
     from recloop.paths import get_home
     from recloop.protocols import PROTOCOLS, make_splits
 
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r} (use one of: {', '.join(PROTOCOLS)})")
+    _dataset_dir(data)
     cfg = load_config(config)
     recloop_home = get_home(home)
     dataset = read_dataset(data)
@@ -517,23 +729,9 @@ def evaluate_command(
             f"recloop: warning: the model knows {known} of the {len(catalogue)} catalogue items",
             err=True,
         )
-
-    results = []
-    for split in splits:
-        report = evaluate_all(recommender, None, split.train_full, split.test, catalogue, cfg)
-        rows = {("model" if name == CANDIDATE else name): m for name, m in report.rows.items()}
-        results.append({**split.summary(), "rows": rows, "seconds": report.seconds})
-    scored = [r for r in results if r["test_cases"]]
-    mean = None
-    if len(splits) > 1:  # per-window numbers averaged with equal weight, cases summed
-        mean = {"name": "mean", "rows": {}}
-        for name in results[0]["rows"]:
-            keys = [k for k in results[0]["rows"][name] if not k.startswith("n_")]
-            row = {k: sum(r["rows"][name][k] for r in scored) / len(scored) for k in keys}
-            row["n_cases"] = sum(r["rows"][name]["n_cases"] for r in results)
-            mean["rows"][name] = row
+    results = _evaluate_splits(recommender, splits, catalogue, cfg)
+    mean = _mean_row(results) if len(splits) > 1 else None
     typer.echo(format_evaluation_table(results + ([mean] if mean else []), tuple(cfg.eval.ks)))
-
     out = {
         "command": "evaluate",
         "protocol": protocol,
@@ -549,14 +747,7 @@ def evaluate_command(
         "splits": results,
         "mean": mean,
     }
-    recloop_home.reports.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = recloop_home.reports / f"evaluate-{protocol}-{stamp}.json"
-    for n in range(2, 1000):  # two evaluations within a second keep both reports
-        if not path.exists():
-            break
-        path = recloop_home.reports / f"evaluate-{protocol}-{stamp}-{n}.json"
-    path.write_text(json.dumps(out, indent=2, default=str) + "\n", encoding="utf-8")
+    path = _write_evaluation_report(recloop_home, protocol, out)
     typer.echo(f"report: {path}")
     out["report_path"] = str(path)
     return out

@@ -426,6 +426,135 @@ def _make_catalogue(rng: np.random.Generator, n_items: int, span: int) -> pd.Dat
     return pd.DataFrame(rows)
 
 
+@dataclass
+class _Shop:
+    """What a user's walk through the catalogue looks up at every event (see ``_walk``).
+
+    Plain Python lists for per-event scalar lookups (indexing numpy arrays one element at a time is
+    what would make the walk slow), numpy arrays per topic for the weighted picks.
+    """
+
+    by_topic: list[np.ndarray]  # topic -> item indices
+    topic_of: list[int]  # item -> topic
+    position_of: list[int]  # item -> position in its topic's pool
+    next_item: list[int]  # item -> next step of its series (-1 at a series end)
+    released: list[int]  # item -> release time
+    companions: list[list[int]]  # item -> its two "bought together" companions
+    pool_released: list[np.ndarray]  # topic -> release times of its pool
+    pool_appeal: list[np.ndarray]  # topic -> base appeal of its pool
+    pool_boost: list[np.ndarray]  # topic -> freshness boost of its pool at START
+    tau: float  # freshness time constant (seconds)
+    seen_by_topic: list[np.ndarray]  # topic -> which of its pool the current user has taken
+
+
+def _make_shop(rng: np.random.Generator, items: pd.DataFrame) -> _Shop:
+    """Series successors, fixed companions, appeal and freshness of every item, per topic."""
+    n_items = len(items)
+    topic_of = items["topic"].map({t.name: i for i, t in enumerate(TOPICS)}).to_numpy()
+    released = items["released_at"].to_numpy()
+    step = items["step"].to_numpy()
+    series = items["series"].to_numpy()
+    # The next step of each item's series (-1 at a series end).
+    next_item = np.full(n_items, -1)
+    same_series_next = series[1:] == series[:-1]
+    next_item[:-1][same_series_next] = np.arange(1, n_items)[same_series_next]
+    # Each item has two fixed companions from the same topic ("bought together").
+    by_topic = [np.flatnonzero(topic_of == t) for t in range(len(TOPICS))]
+    companions = np.array(
+        [rng.choice(by_topic[topic_of[i]], size=2) for i in range(n_items)], dtype=np.int64
+    )
+    # Long-tailed base appeal; series starts are the natural entry points.
+    appeal = rng.lognormal(0.0, 1.0, size=n_items) * np.where(step == 0, 3.0, 1.0)
+    fresh_days = 21.0  # freshness boost fades over about three weeks
+    # Freshness: appeal * (1 + 4 exp(-age / tau)) = appeal + boost * exp(-(t - START) / tau),
+    # with the boost precomputed per item so each event costs two vector operations, not six.
+    tau = fresh_days * DAY
+    position = np.empty(n_items, dtype=np.int64)
+    for pool in by_topic:
+        position[pool] = np.arange(len(pool))
+    return _Shop(
+        by_topic=by_topic,
+        topic_of=topic_of.tolist(),
+        position_of=position.tolist(),
+        next_item=next_item.tolist(),
+        released=released.tolist(),
+        companions=companions.tolist(),
+        pool_released=[released[pool] for pool in by_topic],
+        pool_appeal=[appeal[pool] for pool in by_topic],
+        pool_boost=[
+            4.0 * appeal[pool] * np.exp((released[pool] - START) / tau) for pool in by_topic
+        ],
+        tau=tau,
+        seen_by_topic=[np.zeros(len(pool), dtype=bool) for pool in by_topic],
+    )
+
+
+def _follow_up(
+    shop: _Shop, last: int, t: int, roll: float, pick: float, p: tuple[float, float]
+) -> int:
+    """The next step of the last item's series or one of its companions, if released and unseen
+    (-1 otherwise); ``p`` is ``(p_series, p_companion)``."""
+    choice = -1
+    if last >= 0 and roll < p[0]:
+        candidate = shop.next_item[last]
+        if candidate >= 0 and shop.released[candidate] <= t:
+            choice = candidate
+    elif last >= 0 and roll < p[0] + p[1]:
+        candidate = shop.companions[last][int(pick * 2)]
+        if shop.released[candidate] <= t:
+            choice = candidate
+    if choice >= 0 and shop.seen_by_topic[shop.topic_of[choice]][shop.position_of[choice]]:
+        choice = -1
+    return choice
+
+
+def _by_taste(shop: _Shop, taste: np.ndarray, t: int, topic_draw: float, item_draw: float) -> int:
+    """An unseen, released item of a topic drawn from the user's taste, weighted by appeal and
+    freshness (-1 when that topic has no such item yet)."""
+    n_topics = len(shop.by_topic)
+    topic = min(int(taste.searchsorted(topic_draw)), n_topics - 1)
+    weight = shop.pool_appeal[topic] + shop.pool_boost[topic] * math.exp(-(t - START) / shop.tau)
+    weight[(shop.pool_released[topic] > t) | shop.seen_by_topic[topic]] = 0.0
+    cumulative = weight.cumsum()
+    if cumulative.size == 0 or cumulative[-1] <= 0:
+        return -1
+    index = int(cumulative.searchsorted(item_draw * cumulative[-1]))
+    return int(shop.by_topic[topic][index])
+
+
+def _walk(
+    rng: np.random.Generator, shop: _Shop, count: int, span: int, p: tuple[float, float]
+) -> tuple[list[int], list[int]]:
+    """One user's ``count`` events: ``(items, times)``. Their taste drifts from one topic mixture
+    to another over their active period; ``p`` is ``(p_series, p_companion)``."""
+    n_topics = len(shop.by_topic)
+    taste_start = np.cumsum(rng.dirichlet(np.full(n_topics, 0.25)))
+    taste_end = np.cumsum(rng.dirichlet(np.full(n_topics, 0.25)))
+    begin = rng.uniform(0.0, 0.6) * span
+    end = rng.uniform(begin + 0.3 * span, span)
+    event_times = np.sort(rng.uniform(begin, end, size=count)).astype(np.int64) + START
+    # Drawn up front per user: one vectorised call is far cheaper than one per event.
+    draws = rng.random((count, 4)).tolist()
+    history: list[int] = []
+    times: list[int] = []
+    last = -1
+    for t, (roll, pick, topic_draw, item_draw) in zip(event_times.tolist(), draws, strict=True):
+        choice = _follow_up(shop, last, t, roll, pick, p)
+        if choice < 0:
+            w = (t - START - begin) / max(end - begin, 1.0)
+            taste = (1.0 - w) * taste_start + w * taste_end  # cumulative, ends at 1
+            choice = _by_taste(shop, taste, t, topic_draw, item_draw)
+            if choice < 0:  # topic with no items yet
+                continue
+        shop.seen_by_topic[shop.topic_of[choice]][shop.position_of[choice]] = True
+        history.append(choice)
+        times.append(t)
+        last = choice
+    for item in history:  # the next user starts with nothing seen
+        shop.seen_by_topic[shop.topic_of[item]][shop.position_of[item]] = False
+    return history, times
+
+
 def _make_interactions(
     rng: np.random.Generator,
     items: pd.DataFrame,
@@ -436,44 +565,7 @@ def _make_interactions(
     p_companion: float,
 ) -> pd.DataFrame:
     """Users walk the catalogue: continue a series, take a companion, or pick by topic taste."""
-    n_items = len(items)
-    n_topics = len(TOPICS)
-    topic_of = items["topic"].map({t.name: i for i, t in enumerate(TOPICS)}).to_numpy()
-    released = items["released_at"].to_numpy()
-    step = items["step"].to_numpy()
-    series = items["series"].to_numpy()
-    # The next step of each item's series (-1 at a series end).
-    next_item = np.full(n_items, -1)
-    same_series_next = series[1:] == series[:-1]
-    next_item[:-1][same_series_next] = np.arange(1, n_items)[same_series_next]
-    # Each item has two fixed companions from the same topic ("bought together").
-    by_topic = [np.flatnonzero(topic_of == t) for t in range(n_topics)]
-    companions = np.array(
-        [rng.choice(by_topic[topic_of[i]], size=2) for i in range(n_items)], dtype=np.int64
-    )
-    # Long-tailed base appeal; series starts are the natural entry points.
-    appeal = rng.lognormal(0.0, 1.0, size=n_items) * np.where(step == 0, 3.0, 1.0)
-    fresh_days = 21.0  # freshness boost fades over about three weeks
-
-    # Per-topic arrays, and plain Python lists for per-event scalar lookups: indexing numpy
-    # arrays one element at a time is what would make this loop slow.
-    pool_released = [released[pool] for pool in by_topic]
-    pool_appeal = [appeal[pool] for pool in by_topic]
-    # Freshness: appeal * (1 + 4 exp(-age / tau)) = appeal + boost * exp(-(t - START) / tau),
-    # with the boost precomputed per item so each event costs two vector operations, not six.
-    tau = fresh_days * DAY
-    pool_boost = [4.0 * appeal[pool] * np.exp((released[pool] - START) / tau) for pool in by_topic]
-    position = np.empty(n_items, dtype=np.int64)
-    for pool in by_topic:
-        position[pool] = np.arange(len(pool))
-    position_of, topic_list = position.tolist(), topic_of.tolist()
-    next_list, released_list, companion_list = (
-        next_item.tolist(),
-        released.tolist(),
-        companions.tolist(),
-    )
-    seen_by_topic = [np.zeros(len(pool), dtype=bool) for pool in by_topic]
-
+    shop = _make_shop(rng, items)
     users, chosen, times = [], [], []
     # Lognormal activity (a few heavy users), at least 5 events, at most 5x the mean.
     counts = np.clip(
@@ -482,46 +574,10 @@ def _make_interactions(
         int(5 * events_per_user),
     )
     for user in range(n_users):
-        taste_start = np.cumsum(rng.dirichlet(np.full(n_topics, 0.25)))
-        taste_end = np.cumsum(rng.dirichlet(np.full(n_topics, 0.25)))
-        begin = rng.uniform(0.0, 0.6) * span
-        end = rng.uniform(begin + 0.3 * span, span)
-        event_times = np.sort(rng.uniform(begin, end, size=counts[user])).astype(np.int64) + START
-        # Drawn up front per user: one vectorised call is far cheaper than one per event.
-        draws = rng.random((counts[user], 4)).tolist()
-        history: list[int] = []
-        last = -1
-        for t, (roll, pick, topic_draw, item_draw) in zip(event_times.tolist(), draws, strict=True):
-            choice = -1
-            if last >= 0 and roll < p_series:
-                candidate = next_list[last]
-                if candidate >= 0 and released_list[candidate] <= t:
-                    choice = candidate
-            elif last >= 0 and roll < p_series + p_companion:
-                candidate = companion_list[last][int(pick * 2)]
-                if released_list[candidate] <= t:
-                    choice = candidate
-            if choice >= 0 and seen_by_topic[topic_list[choice]][position_of[choice]]:
-                choice = -1
-            if choice < 0:
-                w = (t - START - begin) / max(end - begin, 1.0)
-                taste = (1.0 - w) * taste_start + w * taste_end  # cumulative, ends at 1
-                topic = min(int(taste.searchsorted(topic_draw)), n_topics - 1)
-                weight = pool_appeal[topic] + pool_boost[topic] * math.exp(-(t - START) / tau)
-                weight[(pool_released[topic] > t) | seen_by_topic[topic]] = 0.0
-                cumulative = weight.cumsum()
-                if cumulative.size == 0 or cumulative[-1] <= 0:  # topic with no items yet
-                    continue
-                index = int(cumulative.searchsorted(item_draw * cumulative[-1]))
-                choice = by_topic[topic][index]
-            seen_by_topic[topic_list[choice]][position_of[choice]] = True
-            history.append(choice)
-            users.append(user)
-            chosen.append(choice)
-            times.append(t)
-            last = choice
-        for item in history:
-            seen_by_topic[topic_list[item]][position_of[item]] = False
+        history, event_times = _walk(rng, shop, counts[user], span, (p_series, p_companion))
+        users += [user] * len(history)
+        chosen += history
+        times += event_times
     item_ids = items["item_id"].to_numpy()
     return pd.DataFrame(
         {

@@ -5,13 +5,14 @@ Protocol (the same for every scorer, so their numbers are comparable):
 - Each case is one user's held-out next item and the history before it (``recloop.data.EvalCases``).
 - The scorer's columns are mapped onto the catalogue; catalogue items the scorer does not know (and
   NaN scores) score ``-inf``. Items of the user's history are taken out of the ranking, as
-  CONTRACT.md §4 serving excludes them.
+  serving excludes them (docs/interfaces.md).
 - Cases whose target is already in the history (a repeat) cannot be hit once history is excluded;
   they are left out of the metrics and counted in ``n_target_in_history``. Cases whose target is not
   in the catalogue are left out likewise and counted in ``n_target_unknown``.
-- Ties are counted pessimistically: the target's 0-based rank is the number of other items scoring
-  ``>=`` it, so a constant scorer ranks every target last instead of scoring by luck of the sort
-  (and a target the scorer does not know ranks last).
+- Ties are counted against the model (``recloop.metrics.target_ranks``, the rule training
+  validates by too): the target's 0-based rank is the number of other items scoring ``>=`` it, so
+  a constant scorer ranks every target last instead of scoring by luck of the sort (and a target
+  the scorer does not know ranks last).
 """
 
 from __future__ import annotations
@@ -28,11 +29,12 @@ import pandas as pd
 from recloop.baselines import ItemTransitions, Popularity, RecentPopularity
 from recloop.config import Config
 from recloop.data import EvalCases
-from recloop.metrics import metrics_from_ranks
+from recloop.metrics import metrics_from_ranks, target_ranks
 
 logger = logging.getLogger(__name__)
 
 CANDIDATE, CHAMPION = "candidate", "champion"
+EVAL_BATCH_SIZE = 256  # cases scored at once (a memory and speed trade-off; ranks do not change)
 BASELINES = ("popularity", "recent_popularity", "transitions")
 
 
@@ -107,7 +109,7 @@ class RankingCases:
 def rank_cases(
     scorer: Scorer,
     prepared: RankingCases,
-    batch_size: int = 256,
+    batch_size: int = EVAL_BATCH_SIZE,
     top_k: int = 0,
 ) -> tuple[np.ndarray, list[list[str]] | None]:
     """Each kept case's target rank (see the module docstring) and, with ``top_k``, every case's
@@ -146,8 +148,7 @@ def rank_cases(
         ranked = np.flatnonzero(slot[index] >= 0)
         if len(ranked):
             target_score = full[ranked, prepared.target_pos[slot[index[ranked]]]][:, None]
-            # Pessimistic ties: every other ranked item scoring >= the target ranks above it.
-            ranks[slot[index[ranked]]] = (full[ranked] >= target_score).sum(axis=1) - 1
+            ranks[slot[index[ranked]]] = target_ranks(full[ranked], target_score)
         if tops is not None:
             full[rows, seen] = -np.inf
             order = np.argsort(-full, axis=1, kind="stable")[:, :top_k]
@@ -172,7 +173,7 @@ def evaluate_scorer(
     cases: EvalCases | RankingCases,
     catalogue_ids: Sequence[str],
     ks: Sequence[int] = (10, 20),
-    batch_size: int = 256,
+    batch_size: int = EVAL_BATCH_SIZE,
 ) -> dict[str, float]:
     """Rank the whole catalogue for every case and average NDCG@k, Recall@k and MRR.
 
@@ -213,8 +214,8 @@ class EvaluationReport:
     def flat_metrics(self) -> dict[str, float]:
         """``{"ndcg_at_10": candidate's, "champion_ndcg_at_10": ..., "popularity_mrr": ...}``.
 
-        The candidate's metrics are unprefixed (CONTRACT.md §4 run metrics); every other model's
-        are prefixed with its name.
+        The candidate's metrics are unprefixed (the run metrics of docs/interfaces.md); every other
+        model's are prefixed with its name.
         """
         out: dict[str, float] = {}
         for model, metrics in self.rows.items():
@@ -301,16 +302,12 @@ def evaluate_all(
         scorers[CHAMPION] = champion
     scorers["popularity"] = Popularity(train_interactions, catalogue_ids)
     scorers["recent_popularity"] = RecentPopularity(train_interactions, catalogue_ids)
-    scorers["transitions"] = ItemTransitions(
-        train_interactions, catalogue_ids, window=config.eval.transition_window
-    )
+    scorers["transitions"] = ItemTransitions(train_interactions, catalogue_ids)
     rows: dict[str, dict[str, float]] = {}
     seconds: dict[str, float] = {}
     for name, scorer in scorers.items():
         started = time.perf_counter()
-        rows[name] = evaluate_scorer(
-            scorer, cases, catalogue_ids, config.eval.ks, config.eval.batch_size
-        )
+        rows[name] = evaluate_scorer(scorer, cases, catalogue_ids, config.eval.ks)
         seconds[name] = round(time.perf_counter() - started, 3)
         logger.info(
             "%s: ndcg_at_10=%.4f over %d cases (%.1fs)",
@@ -322,9 +319,7 @@ def evaluate_all(
     kept: dict[str, dict[str, float]] = {}
     if champion is not None and retention is not None and len(retention) > 0:
         for name in (CANDIDATE, CHAMPION):
-            kept[name] = evaluate_scorer(
-                scorers[name], retention, catalogue_ids, config.eval.ks, config.eval.batch_size
-            )
+            kept[name] = evaluate_scorer(scorers[name], retention, catalogue_ids, config.eval.ks)
         logger.info(
             "forgetting check on %s (%d cases): candidate ndcg_at_10=%.4f, champion %.4f",
             retention.scope or "earlier events",

@@ -1,21 +1,26 @@
 """Train the sequential recommender: from scratch, or warm-started from the current champion.
 
-A warm start copies the parent, appends the catalogue's new items (their ID rows start at zero, so
-they are scored from text), refreshes every item's text vector with the current encoder, shrinks
-the copied weights towards a fresh initialisation (``train.warm_shrink``, ``train.warm_noise``:
-an unshrunk parent stays overconfident in what it memorised and its updates generalise worse;
-the parent as it was stays the fallback when no epoch beats it on validation), and trains
-on the events that arrived since the parent (each predicted from the user's full history), on
-the earlier events in those users' recent history (encoded anyway) and on a seeded replay sample
-of other users' earlier events, so the update does not forget them. Its cost thus grows with
-the users of the new data, not with the whole history, and a budget in full-data epochs caps it.
-The loss (a softmax over every item) is computed only at target positions. Early stopping
-watches NDCG@10 (full ranking, history excluded) on each focus user's last training item.
+:func:`fit_recommender` runs four named steps:
+
+1. :func:`build_examples`: every user's events as a sequence, the validation cases (given, or
+   each focus user's last training item held out) and the (input, target) examples. From scratch
+   every event is a target. A warm-started update trains on the events that arrived since its
+   parent and on the earlier events in those users' recent history (encoded anyway), so its cost
+   grows with the users of the new data, not with the whole history.
+2. :func:`plan_training`: from scratch, ``train.epochs`` with ``train.patience``; an update,
+   ``train.finetune_*`` within a budget of full-data epochs, from its parent shrunk towards zero
+   when the parent has memorised what it was trained on (:func:`memorisation_gap`).
+3. :func:`train_recommender`: the shared training loop, early-stopping on validation NDCG@10 (full
+   ranking, history excluded, ties against the model as in evaluation). An update validates its
+   parent first and keeps it as it was when no epoch beats it.
+4. :func:`fit_prior`: the transition prior of the training sequences and its weight, chosen on the
+   validation cases.
+
+The loss (a softmax over every item) is computed only at target positions.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import time
@@ -26,18 +31,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 
 from models.sasrec import PAD, Recommender, SeqRec, TransitionPrior
 from recloop.config import Config
 from recloop.data import EvalCases, build_sequences, sort_events
-from recloop.metrics import metrics_from_ranks
-from recloop.training import param_groups, train_loop
+from recloop.metrics import metrics_from_ranks, target_ranks
+from recloop.training import TrainReport, param_groups, train_loop
 
 logger = logging.getLogger(__name__)
 
 MAX_VAL_USERS = 2000  # a seeded sample of validation users keeps each epoch's check cheap
 MIN_VAL_LENGTH = 3  # a user needs this many training items to give one up for validation
+WEIGHT_DECAY = 0.0  # AdamW decay of the recommender's weights (biases and norms: never)
+VAL_K = 10  # early stopping and the prior's weight watch NDCG at this cut-off
 
 
 @dataclass
@@ -46,6 +52,40 @@ class FineTuneResult:
 
     recommender: Recommender
     report: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Examples:
+    """What one training learns from and is validated on, in item-table indices."""
+
+    sequences: dict[str, list[int]]  # every user's training events, in time order
+    trained: dict[str, list[int]]  # the same, without the held-out validation items
+    users: list[str]  # the users whose sequences give the examples, sorted
+    inputs: torch.Tensor  # (E, max_seq_len), left-padded
+    targets: torch.Tensor  # (E, max_seq_len), PAD = no target
+    n_targets: int
+    n_earlier_targets: int  # an update's targets that are not new events (0 from scratch)
+    val_histories: list[list[int]]
+    val_targets: list[int]
+    held_out: bool  # the validation targets were held out of ``trained``
+    # An update only, one per entry of ``users``: which positions are targets, which events new.
+    masks: list[np.ndarray] = field(default_factory=list)
+    new_flags: list[np.ndarray] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """How long and how one training runs, and from which weights."""
+
+    warm: bool
+    epochs: int
+    learning_rate: float
+    patience: int
+    patience_steps: int = 0
+    max_steps: int | None = None
+    min_steps: int = 0
+    shrink: float = 1.0  # applied to the parent once it has been validated as it was
+    memorisation_gap: float = float("nan")
 
 
 def chunk_count(length: int, max_seq_len: int) -> int:
@@ -107,72 +147,117 @@ def _user_flags(new_flags: dict[str, np.ndarray], user: str, n: int) -> np.ndarr
     return np.asarray(new_flags.get(user, np.zeros(n, dtype=bool)), dtype=bool)[:n]
 
 
-def sample_replay(
-    sequences: dict[str, list[int]],
-    new_flags: dict[str, np.ndarray],
-    size: int,
-    rng: np.random.Generator,
-    max_seq_len: int | None = None,
-    per_chunk: int = 0,
-) -> tuple[dict[str, np.ndarray], int, int]:
-    """Target masks for an incremental update: every new event, every earlier event in the
-    stretch of history the update encodes anyway, and ``size`` events from the rest.
+def update_targets(
+    sequences: dict[str, list[int]], new_flags: dict[str, np.ndarray], max_seq_len: int
+) -> tuple[dict[str, np.ndarray], int]:
+    """Target masks for an incremental update: every new event, and every earlier event in the
+    stretch of history the update encodes anyway.
 
-    A position is a candidate target when it has an item before it in the user's sequence.
-    The "near" tier is the last ``max_seq_len`` positions of the users with new events (the chunk
-    :func:`training_examples` makes around them): each of its earlier events costs one more row of
-    the softmax and no extra sequence to encode, so all of them are targets (the update then
-    learns these users' recent history with them, as a full retrain would). ``size`` more
-    earlier events come from every other chunk, the "far" tier, so that users without new events
-    are not forgotten: the chunks :func:`training_examples` would cut (a whole sequence without
-    ``max_seq_len``) are visited in a seeded random order and each gives up to ``per_chunk`` of
-    its earlier events (0 = all of them), drawn uniformly. Every such chunk is one more sequence
-    to encode, so drawing far events one by one would encode up to ``size`` chunks for ``size``
-    targets.
-    Returns one boolean mask per user with at least one target, and the numbers of earlier
-    events replayed from the near and from the far tier.
+    A position is a target only when an item comes before it. The stretch is the last
+    ``max_seq_len`` positions of each user with a new target (the chunk :func:`training_examples`
+    cuts around them): each of its earlier events costs one more row of the softmax and no extra
+    sequence to encode, so the update learns these users' recent history with them, as a full
+    retrain would. Returns one boolean mask per user with at least one target, and the number of
+    earlier events among the targets.
     """
     masks: dict[str, np.ndarray] = {}
-    n_near = 0
-    far_chunks: list[tuple[str, np.ndarray]] = []
+    n_earlier = 0
     for user in sorted(sequences):
         n = len(sequences[user])
         flags = _user_flags(new_flags, user, n)
         mask = flags.copy()
         mask[:1] = False  # the first event has nothing before it to predict it from
-        masks[user] = mask
+        if not mask.any():
+            continue
         earlier = np.flatnonzero(~flags)
-        earlier = earlier[earlier >= 1]
-        near_from = n - max_seq_len if (max_seq_len and mask.any()) else n + 1
-        near = earlier[earlier >= near_from]
-        mask[near] = True
-        n_near += len(near)
-        far = earlier[earlier < near_from]
-        if len(far) and size > 0:
-            # training_examples' chunk of target position p: (n - 1 - p) // max_seq_len
-            chunk_of = (n - 1 - far) // (max_seq_len or n)
-            far_chunks += [(user, far[chunk_of == c]) for c in np.unique(chunk_of)]
-    replayed = 0
-    for index in rng.permutation(len(far_chunks)) if size > 0 else []:
-        user, chunk = far_chunks[index]
-        take = min(size - replayed, len(chunk), per_chunk or len(chunk))
-        chosen = chunk if take == len(chunk) else rng.choice(chunk, size=take, replace=False)
-        masks[user][chosen] = True
-        replayed += take
-        if replayed >= size:
-            break
-    return {user: mask for user, mask in masks.items() if mask.any()}, n_near, replayed
+        earlier = earlier[(earlier >= 1) & (earlier >= n - max_seq_len)]
+        mask[earlier] = True
+        n_earlier += len(earlier)
+        masks[user] = mask
+    return masks, n_earlier
+
+
+def validation_ranks(
+    model: SeqRec,
+    histories: list[list[int]],
+    targets: list[int],
+    prior: TransitionPrior | None = None,
+    weights: Sequence[float] = (0.0,),
+    batch_size: int = 64,
+) -> list[np.ndarray]:
+    """Each case's 0-based target rank over the full catalogue, by the one ranking rule
+    (:func:`recloop.metrics.target_ranks`: ties count against the model), history items out of
+    the ranking (a target that is itself in the history stays rankable), with ``prior`` added at
+    each of ``weights`` as :meth:`Recommender.score` adds it (the model's logits at weight 0).
+    One array per weight, in the order of the cases."""
+    if not targets:
+        return [np.zeros(0, dtype=np.int64) for _ in weights]
+    model.eval()
+    # Users in order of history length: a batch is padded to its longest history, and most
+    # histories are short.
+    order = sorted(range(len(targets)), key=lambda u: len(histories[u]))
+    ranks: list[list[np.ndarray]] = [[] for _ in weights]
+    with torch.no_grad():
+        items = model.item_repr()
+        for start in range(0, len(order), batch_size):
+            chunk = [histories[u] for u in order[start : start + batch_size]]
+            target = torch.tensor([targets[u] for u in order[start : start + batch_size]])
+            scores = _validation_scores(model, items, chunk, prior, weights)
+            for scored, out in zip(scores, ranks, strict=True):
+                out.append(_ranks_without_history(scored, chunk, target.to(items.device)))
+    result = []
+    for per_batch in ranks:
+        in_order = np.empty(len(targets), dtype=np.int64)
+        in_order[order] = np.concatenate(per_batch)
+        result.append(in_order)
+    return result
+
+
+def _validation_scores(
+    model: SeqRec,
+    items: torch.Tensor,
+    histories: list[list[int]],
+    prior: TransitionPrior | None,
+    weights: Sequence[float],
+) -> list[torch.Tensor]:
+    """The scores ``(b, N+1)`` of ``histories`` (the last ``max_seq_len`` items of each) at each
+    prior weight; column ``PAD`` is ``-inf``."""
+    seqs = [h[-model.config.max_seq_len :] for h in histories]
+    inputs = torch.zeros(len(seqs), max(len(s) for s in seqs), dtype=torch.long)
+    for row, seq in enumerate(seqs):
+        inputs[row, -len(seq) :] = torch.tensor(seq)
+    logits = model.logits(model.encode_last(inputs.to(items.device), items), items)  # (b, N+1)
+    logits[:, PAD] = float("-inf")
+    if prior is None or not any(w > 0 for w in weights):
+        return [logits.clone() for _ in weights]
+    log_scores = torch.zeros_like(logits)
+    log_scores[:, 1:] = torch.from_numpy(prior.log_scores(seqs)).to(logits.device)
+    log_probs = torch.log_softmax(logits, dim=-1)
+    return [log_probs + w * log_scores if w > 0 else logits.clone() for w in weights]
+
+
+def _ranks_without_history(
+    scores: torch.Tensor, histories: list[list[int]], target: torch.Tensor
+) -> np.ndarray:
+    """:func:`target_ranks` of ``target`` ``(b,)`` in ``scores`` ``(b, N+1)`` (changed in
+    place), with each row's history items out of the ranking."""
+    target_score = scores.gather(1, target[:, None])  # (b, 1)
+    rows = torch.tensor([r for r, h in enumerate(histories) for _ in h], dtype=torch.long)
+    cols = torch.tensor([i for h in histories for i in h], dtype=torch.long)
+    # One indexed write for the whole batch (per-row writes are slow on a GPU).
+    scores[rows.to(scores.device), cols.to(scores.device)] = float("nan")
+    scores[torch.arange(len(target), device=scores.device), target] = target_score[:, 0]
+    return target_ranks(scores, target_score).cpu().numpy()
 
 
 def validation_ndcg(
     model: SeqRec,
     histories: list[list[int]],
     targets: list[int],
-    k: int = 10,
+    k: int = VAL_K,
     batch_size: int = 64,
 ) -> float:
-    """Mean NDCG@k of the next item over the full catalogue, history items excluded (a target
-    that is itself in the history stays rankable); rank = items scored strictly higher."""
+    """Mean NDCG@k of the next item over :func:`validation_ranks` (the model alone)."""
     return prior_weight_ndcgs(model, histories, targets, None, (0.0,), k, batch_size)[0]
 
 
@@ -182,52 +267,14 @@ def prior_weight_ndcgs(
     targets: list[int],
     prior: TransitionPrior | None,
     weights: Sequence[float],
-    k: int = 10,
+    k: int = VAL_K,
     batch_size: int = 64,
 ) -> list[float]:
-    """:func:`validation_ndcg` of the model's scores with ``prior`` added at each of
-    ``weights``, as :meth:`Recommender.score` adds it (the model's logits at weight 0)."""
+    """:func:`validation_ndcg` with ``prior`` added at each of ``weights`` (NaN without cases)."""
     if not targets:
         return [float("nan")] * len(weights)
-    model.eval()
-    # Users in order of history length: a batch is padded to its longest history, and most
-    # histories are short (the ranks, and so the metric, do not depend on the order).
-    order = sorted(range(len(targets)), key=lambda u: len(histories[u]))
-    histories = [histories[u] for u in order]
-    targets = [targets[u] for u in order]
-    ranks: list[list[np.ndarray]] = [[] for _ in weights]
-    with torch.no_grad():
-        items = model.item_repr()
-        limit = model.config.max_seq_len
-        for start in range(0, len(targets), batch_size):
-            seqs = [h[-limit:] for h in histories[start : start + batch_size]]
-            target = torch.tensor(targets[start : start + batch_size], device=items.device)
-            inputs = torch.zeros(len(seqs), max(len(s) for s in seqs), dtype=torch.long)
-            for row, seq in enumerate(seqs):
-                inputs[row, -len(seq) :] = torch.tensor(seq)
-            inputs = inputs.to(items.device)
-            h = model.encode_last(inputs, items)
-            logits = model.logits(h, items)  # (b, N+1)
-            logits[:, PAD] = float("-inf")
-            chunk = histories[start : start + batch_size]
-            rows = torch.tensor([r for r, h in enumerate(chunk) for _ in h], dtype=torch.long)
-            cols = torch.tensor([i for h in chunk for i in h], dtype=torch.long)
-            rows, cols = rows.to(items.device), cols.to(items.device)
-            log_scores = None
-            if prior is not None and any(w > 0 for w in weights):
-                log_scores = torch.zeros_like(logits)
-                log_scores[:, 1:] = torch.from_numpy(prior.log_scores(seqs)).to(logits.device)
-                log_probs = torch.log_softmax(logits, dim=-1)
-            for weight, out in zip(weights, ranks, strict=True):
-                if weight > 0 and log_scores is not None:
-                    scores = log_probs + weight * log_scores
-                else:
-                    scores = logits.clone()
-                target_score = scores.gather(1, target[:, None])
-                # One indexed write for the whole batch (per-row writes are slow on a GPU).
-                scores[rows, cols] = float("-inf")
-                out.append((scores > target_score).sum(1).cpu().numpy())  # 0-based
-    return [metrics_from_ranks(np.concatenate(r), (k,))[f"ndcg_at_{k}"] for r in ranks]
+    ranks = validation_ranks(model, histories, targets, prior, weights, batch_size)
+    return [metrics_from_ranks(r, (k,))[f"ndcg_at_{k}"] for r in ranks]
 
 
 def trim_padding(
@@ -256,17 +303,6 @@ def target_losses(
             inputs, targets = trim_padding(inputs, targets, device)
             losses.append(model.loss(inputs, targets, reduction="none").cpu())
     return torch.cat(losses)
-
-
-def distillation_loss(
-    logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0
-) -> torch.Tensor:
-    """``T^2 * KL(teacher || student)`` of the softmaxes at temperature ``T`` over the items
-    (column ``PAD``, ``-inf`` on both sides, left out), averaged over the rows ``(M, N+1)``."""
-    student = nn.functional.log_softmax(logits[:, PAD + 1 :] / temperature, dim=-1)
-    teacher = nn.functional.log_softmax(teacher_logits[:, PAD + 1 :] / temperature, dim=-1)
-    kl = nn.functional.kl_div(student, teacher, log_target=True, reduction="batchmean")
-    return kl * temperature**2
 
 
 def memorisation_gap(
@@ -309,6 +345,227 @@ def catalogue_order(
     return parent.item_ids + new, new
 
 
+def start_recommender(
+    item_ids: list[str], text_embeddings: np.ndarray, config: Config, parent: Recommender | None
+) -> Recommender:
+    """A fresh recommender for ``item_ids``, or a copy of ``parent`` grown by the new items;
+    every item gets its current text vector (the encoder may have been re-pretrained)."""
+    if len(text_embeddings) != len(item_ids):
+        raise ValueError(f"{len(text_embeddings)} text embeddings for {len(item_ids)} items")
+    emb = torch.as_tensor(np.asarray(text_embeddings, dtype=np.float32))
+    if parent is None:
+        model = SeqRec(config.model, len(item_ids), emb.shape[1])
+        model.set_text_embeddings(torch.arange(1, len(item_ids) + 1), emb)
+        return Recommender(model, item_ids)
+    known = len(parent.item_ids)
+    if item_ids[:known] != parent.item_ids:
+        raise ValueError("a warm start's item ids must extend the parent's, in its order")
+    recommender = parent.copy()
+    recommender.add_items(item_ids[known:], emb[known:])
+    recommender.model.set_text_embeddings(torch.arange(1, len(item_ids) + 1), emb)
+    return recommender
+
+
+def count_events(recommender: Recommender, train_interactions: pd.DataFrame) -> pd.DataFrame:
+    """The interactions on catalogue items (others are ignored, with a warning); sets the
+    recommender's popularity and opens the ID embeddings of the items with enough of them."""
+    index = recommender.index
+    known = train_interactions["item_id"].astype(str).isin(index)
+    if not bool(known.all()):
+        logger.warning(
+            "fine_tune: %d interactions name items outside the catalogue; ignored",
+            int((~known).sum()),
+        )
+    interactions = train_interactions[known]
+    counts = interactions["item_id"].astype(str).map(index).value_counts()
+    popularity = np.zeros(len(recommender.item_ids))
+    popularity[counts.index.to_numpy(dtype=int) - 1] = counts.to_numpy()
+    recommender.popularity = popularity
+    recommender.model.set_id_gate(popularity)
+    return interactions
+
+
+def build_examples(
+    index: dict[str, int],
+    interactions: pd.DataFrame,
+    config: Config,
+    warm: bool,
+    focus_users: set[str] | None = None,
+    validation: EvalCases | None = None,
+    new_interactions: pd.DataFrame | None = None,
+) -> Examples:
+    """The sequences, validation cases and training examples of one training (see
+    :func:`fit_recommender` for the arguments; ``index`` maps item ids to table indices)."""
+    sequences = {
+        user: [index[i] for i in items] for user, items in build_sequences(interactions).items()
+    }
+    users = sorted(sequences)
+    new_flags: dict[str, np.ndarray] = {}
+    if warm and new_interactions is not None:
+        new_flags = new_event_flags(interactions, new_interactions)
+        focus_users = focus_users or {u for u, f in new_flags.items() if f.any()}
+    focus = sorted(u for u in (focus_users or set()) if u in sequences) or users
+    if warm and new_interactions is None:
+        new_flags = {u: np.ones(len(sequences[u]), dtype=bool) for u in focus}
+    rng = np.random.default_rng(config.seed)
+    if validation is not None:
+        val_histories, val_targets = _given_validation(index, validation)
+        held_out: set[str] = set()
+    else:
+        held_out, val_histories, val_targets = _held_out_validation(sequences, focus, rng)
+    trained = {u: sequences[u][:-1] if u in held_out else sequences[u] for u in users}
+    max_seq_len = config.model.max_seq_len
+    if not warm:
+        x, y = training_examples([trained[u] for u in users], max_seq_len)
+        n_targets = int((y != PAD).sum())
+        return Examples(
+            sequences,
+            trained,
+            users,
+            x,
+            y,
+            n_targets,
+            0,
+            val_histories,
+            val_targets,
+            bool(held_out),
+        )
+    masks, n_earlier = update_targets(trained, new_flags, max_seq_len)
+    chosen = sorted(masks)
+    x, y = training_examples([trained[u] for u in chosen], max_seq_len, [masks[u] for u in chosen])
+    return Examples(
+        sequences,
+        trained,
+        chosen,
+        x,
+        y,
+        sum(int(m.sum()) for m in masks.values()),
+        n_earlier,
+        val_histories,
+        val_targets,
+        bool(held_out),
+        masks=[masks[u] for u in chosen],
+        new_flags=[_user_flags(new_flags, u, len(masks[u])) for u in chosen],
+    )
+
+
+def _given_validation(
+    index: dict[str, int], validation: EvalCases
+) -> tuple[list[list[int]], list[int]]:
+    """The given cases with a known target, each history reduced to its known items."""
+    histories, targets = [], []
+    for history, target in zip(validation.histories, validation.targets, strict=True):
+        known = [index[i] for i in history if i in index]
+        if known and target in index:
+            histories.append(known)
+            targets.append(index[target])
+    return histories, targets
+
+
+def _held_out_validation(
+    sequences: dict[str, list[int]], focus: list[str], rng: np.random.Generator
+) -> tuple[set[str], list[list[int]], list[int]]:
+    """Focus users' last training item, held out of training (a seeded sample of at most
+    ``MAX_VAL_USERS`` users with at least ``MIN_VAL_LENGTH`` items)."""
+    eligible = [u for u in focus if len(sequences[u]) >= MIN_VAL_LENGTH]
+    if len(eligible) > MAX_VAL_USERS:
+        eligible = sorted(rng.choice(eligible, size=MAX_VAL_USERS, replace=False).tolist())
+    return (
+        set(eligible),
+        [sequences[u][:-1] for u in eligible],
+        [sequences[u][-1] for u in eligible],
+    )
+
+
+def plan_training(
+    model: SeqRec, examples: Examples, config: Config, parent_items: int | None
+) -> TrainingPlan:
+    """From scratch (``parent_items`` None) or an update of a parent that knew the first
+    ``parent_items`` items: its epochs, learning rate, patience, step budget and shrink."""
+    train = config.train
+    if parent_items is None:
+        return TrainingPlan(False, train.epochs, train.learning_rate, train.patience)
+    max_seq_len = config.model.max_seq_len
+    # Shrink only a parent that has memorised its training data (see warm_shrink_gap);
+    # without both new and earlier targets there is no gap to go by: shrink.
+    gap = memorisation_gap(
+        model,
+        [examples.trained[u] for u in examples.users],
+        examples.masks,
+        examples.new_flags,
+        max_seq_len,
+        parent_items,
+    )
+    threshold = train.warm_shrink_gap
+    shrink = train.warm_shrink if threshold <= 0 or math.isnan(gap) or gap >= threshold else 1.0
+    logger.info(
+        "fine_tune: the parent predicts the new events %.3f nats worse than the earlier ones: "
+        "shrink %.2f (threshold %.2f)",
+        gap,
+        shrink,
+        threshold,
+    )
+    max_steps, min_steps = None, 0
+    if train.finetune_budget > 0:
+        # The steps of one epoch over every training event, as a retrain would take them.
+        chunks = sum(chunk_count(len(seq), max_seq_len) for seq in examples.trained.values())
+        full_epoch = chunks / train.batch_size
+        max_steps = max(1, math.ceil(train.finetune_budget * full_epoch))
+        min_steps = math.ceil(train.finetune_min_share * max_steps)
+    return TrainingPlan(
+        True,
+        train.finetune_epochs,
+        train.finetune_learning_rate,
+        train.finetune_patience,
+        train.finetune_patience_steps,
+        max_steps,
+        min_steps,
+        shrink,
+        gap,
+    )
+
+
+def train_recommender(
+    model: SeqRec, examples: Examples, plan: TrainingPlan, config: Config
+) -> TrainReport:
+    """Train ``model`` on ``examples`` by ``plan`` with the shared loop, early-stopping on
+    validation NDCG@10; an update validates its parent first, then shrinks it and trains, and
+    keeps the parent as it was when no epoch beats it."""
+    device = next(model.parameters()).device
+    x, y, batch_size = examples.inputs, examples.targets, config.train.batch_size
+
+    def make_batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        generator = torch.Generator().manual_seed(config.seed * 1000 + epoch)
+        order = torch.randperm(len(x), generator=generator)
+        for s in range(0, len(order), batch_size):
+            batch = order[s : s + batch_size]
+            yield trim_padding(x[batch], y[batch], device)
+
+    def validate() -> float:
+        return validation_ndcg(model, examples.val_histories, examples.val_targets)
+
+    optimizer = torch.optim.AdamW(param_groups(model, WEIGHT_DECAY), lr=plan.learning_rate)
+    max_minutes = config.train.max_minutes
+    return train_loop(
+        model,
+        make_batches,
+        lambda m, batch: m.loss(*batch),
+        optimizer,
+        max_epochs=plan.epochs,
+        max_steps=plan.max_steps,
+        validate=validate if examples.val_targets else None,
+        # The parent as it was is epoch 0: an update that only hurts keeps its weights.
+        validate_first=plan.warm,
+        before_training=(lambda: model.shrink_weights(plan.shrink)) if plan.warm else None,
+        patience=plan.patience,
+        patience_steps=plan.patience_steps,
+        min_steps=plan.min_steps,
+        max_seconds=max_minutes * 60 if max_minutes > 0 else None,
+        log_every=100,
+        desc="fine_tune" if plan.warm else "train",
+    )
+
+
 def fit_recommender(
     train_interactions: pd.DataFrame,
     item_ids: list[str],
@@ -325,280 +582,107 @@ def fit_recommender(
     ``text_embeddings`` holds one row per entry of ``item_ids``. With a ``parent``, ``item_ids``
     must start with the parent's ids (new items appended) and training is a warm-started update:
     its targets are the events of ``new_interactions`` (the rows of ``train_interactions`` that
-    arrived since the parent; default: every event of the focus users), the earlier events in
-    the chunks of history around them, and ``config.train.replay_size`` earlier events of other
-    chunks drawn with the seed (:func:`sample_replay`), each predicted from the user's history,
-    for at most ``finetune_epochs`` and ``finetune_budget`` full-data epochs' worth of steps.
-    Without a parent, every event is trained on from scratch (``focus_users`` then only selects
-    the validation users; empty = all users).
+    arrived since the parent; default: every event of the focus users) and the earlier events in
+    the chunks of history around them (:func:`update_targets`), each predicted from the user's
+    history, for at most ``finetune_epochs`` and ``finetune_budget`` full-data epochs' worth of
+    steps. Without a parent, every event is trained on from scratch (``focus_users`` then only
+    selects the validation users; empty = all users).
 
     Early stopping watches NDCG@10 on ``validation`` when given (e.g. the leave-one-out validation
     cases, whose targets are not in ``train_interactions``): every training event is then trained
     on. Without it, each (focus) user's last training item is held out of training for it.
     """
     start = time.perf_counter()
-    warm = parent is not None
-    train_cfg = config.train
-    if len(text_embeddings) != len(item_ids):
-        raise ValueError(f"{len(text_embeddings)} text embeddings for {len(item_ids)} items")
-    if warm and item_ids[: len(parent.item_ids)] != parent.item_ids:
-        raise ValueError("a warm start's item ids must extend the parent's, in its order")
-
-    device = torch.device(train_cfg.device)
+    device = torch.device(config.train.device)
     # Model init and dropout are seeded without global effects.
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(config.seed)
-        emb = torch.as_tensor(np.asarray(text_embeddings, dtype=np.float32))
-        if warm:
-            recommender = parent.copy()
-            n_new = len(item_ids) - len(parent.item_ids)
-            recommender.add_items(item_ids[len(parent.item_ids) :], emb[len(parent.item_ids) :])
-            # The encoder may have been re-pretrained: every item gets its current text vector.
-            recommender.model.set_text_embeddings(torch.arange(1, len(item_ids) + 1), emb)
-        else:
-            model = SeqRec(config.model, len(item_ids), emb.shape[1])
-            model.set_text_embeddings(torch.arange(1, len(item_ids) + 1), emb)
-            recommender = Recommender(model, item_ids)
-            n_new = len(item_ids)
+        recommender = start_recommender(item_ids, text_embeddings, config, parent)
         model = recommender.model.to(device)
-        index = recommender.index
-
-        known = train_interactions["item_id"].astype(str).isin(index)
-        if not bool(known.all()):
-            logger.warning(
-                "fine_tune: %d interactions name items outside the catalogue; ignored",
-                int((~known).sum()),
-            )
-        interactions = train_interactions[known]
-        counts = interactions["item_id"].astype(str).map(index).value_counts()
-        popularity = np.zeros(len(item_ids))
-        popularity[counts.index.to_numpy(dtype=int) - 1] = counts.to_numpy()
-        recommender.popularity = popularity
-        model.set_id_gate(popularity)
-
-        sequences = {
-            user: [index[i] for i in items] for user, items in build_sequences(interactions).items()
-        }
-        users = sorted(sequences)
-        if warm and new_interactions is not None:
-            new_flags = new_event_flags(interactions, new_interactions)
-            focus_users = focus_users or {u for u, f in new_flags.items() if f.any()}
-        focus = sorted(u for u in (focus_users or set()) if u in sequences)
-        if not focus:
-            focus = users
-        if warm and new_interactions is None:
-            new_flags = {u: np.ones(len(sequences[u]), dtype=bool) for u in focus}
-        rng = np.random.default_rng(config.seed)
-
-        if validation is not None:
-            # Given cases: a history of known items (the last max_seq_len) and a known target.
-            eligible, val_histories, val_targets = [], [], []
-            for user, history, target in zip(
-                validation.user_ids, validation.histories, validation.targets, strict=True
-            ):
-                known = [index[i] for i in history if i in index]
-                if known and target in index:
-                    eligible.append(user)
-                    val_histories.append(known)
-                    val_targets.append(index[target])
-            val_users: set[str] = set()
-        else:
-            # Validation: focus users' last training item, held out of training.
-            eligible = [u for u in focus if len(sequences[u]) >= MIN_VAL_LENGTH]
-            if len(eligible) > MAX_VAL_USERS:
-                eligible = sorted(rng.choice(eligible, size=MAX_VAL_USERS, replace=False).tolist())
-            val_users = set(eligible)
-            val_histories = [sequences[u][:-1] for u in eligible]
-            val_targets = [sequences[u][-1] for u in eligible]
-
-        def train_seq(user: str) -> list[int]:
-            return sequences[user][:-1] if user in val_users else sequences[user]
-
-        if warm:
-            train_seqs = {u: train_seq(u) for u in users}
-            masks, n_near, n_far = sample_replay(
-                train_seqs,
-                new_flags,
-                train_cfg.replay_size,
-                rng,
-                config.model.max_seq_len,
-                train_cfg.replay_per_chunk,
-            )
-            chosen = sorted(masks)
-            n_targets = sum(int(m.sum()) for m in masks.values())
-            n_replay = n_near + n_far
-            n_new_targets = n_targets - n_replay
-            x, y = training_examples(
-                [train_seqs[u] for u in chosen],
-                config.model.max_seq_len,
-                [masks[u] for u in chosen],
-            )
-
-            # Shrink only a parent that has memorised its training data (see warm_shrink_gap);
-            # without both new and earlier targets there is no gap to go by: shrink.
-            gap = memorisation_gap(
-                model,
-                [train_seqs[u] for u in chosen],
-                [masks[u] for u in chosen],
-                [_user_flags(new_flags, u, len(masks[u])) for u in chosen],
-                config.model.max_seq_len,
-                len(parent.item_ids),
-            )
-            threshold = train_cfg.warm_shrink_gap
-            shrink = (
-                train_cfg.warm_shrink
-                if threshold <= 0 or math.isnan(gap) or gap >= threshold
-                else 1.0
-            )
-            logger.info(
-                "fine_tune: the parent predicts the new events %.3f nats worse than the earlier "
-                "ones: shrink %.2f (threshold %.2f)",
-                gap,
-                shrink,
-                threshold,
-            )
-            epochs, lr = train_cfg.finetune_epochs, train_cfg.finetune_learning_rate
-            patience = train_cfg.finetune_patience
-            patience_steps = train_cfg.finetune_patience_steps
-            max_steps, min_steps = None, 0
-            if train_cfg.finetune_budget > 0:
-                # The steps of one epoch over every training event, as a retrain would take them.
-                full_epoch = (
-                    sum(chunk_count(len(train_seqs[u]), config.model.max_seq_len) for u in users)
-                    / train_cfg.batch_size
-                )
-                max_steps = max(1, math.ceil(train_cfg.finetune_budget * full_epoch))
-                min_steps = math.ceil(train_cfg.finetune_min_share * max_steps)
-        else:
-            chosen, n_replay, n_far = users, 0, 0
-            x, y = training_examples([train_seq(u) for u in chosen], config.model.max_seq_len)
-            n_targets = n_new_targets = int((y != PAD).sum())
-            epochs, lr = train_cfg.epochs, train_cfg.learning_rate
-            patience, patience_steps, max_steps, min_steps = train_cfg.patience, 0, None, 0
-            gap, shrink = float("nan"), 1.0
+        interactions = count_events(recommender, train_interactions)
+        examples = build_examples(
+            recommender.index,
+            interactions,
+            config,
+            parent is not None,
+            focus_users,
+            validation,
+            new_interactions,
+        )
+        parent_items = None if parent is None else len(parent.item_ids)
+        plan = plan_training(model, examples, config, parent_items)
+        n_new = len(item_ids) - (parent_items or 0)
         logger.info(
-            "fine_tune: %s, %d items (%d new), %d sequences, %d targets (%d replayed, %d far), "
+            "fine_tune: %s, %d items (%d new), %d sequences, %d targets (%d earlier events), "
             "%d examples, %d validation users",
-            "warm start" if warm else "from scratch",
+            "warm start" if plan.warm else "from scratch",
             len(item_ids),
             n_new,
-            len(chosen),
-            n_targets,
-            n_replay,
-            n_far,
-            len(x),
-            len(eligible),
+            len(examples.users),
+            examples.n_targets,
+            examples.n_earlier_targets,
+            len(examples.inputs),
+            len(examples.val_targets),
         )
-
-        def make_batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-            generator = torch.Generator().manual_seed(config.seed * 1000 + epoch)
-            order = torch.randperm(len(x), generator=generator)
-            for s in range(0, len(order), train_cfg.batch_size):
-                batch = order[s : s + train_cfg.batch_size]
-                yield trim_padding(x[batch], y[batch], device)
-
-        # The parent as loaded (grown, not shrunk), frozen, as the teacher of a distilled update.
-        distill = warm and train_cfg.distill_weight > 0
-        teacher = copy.deepcopy(model).eval() if distill else None
-
-        def step_loss(m: SeqRec, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-            if teacher is None:
-                return m.loss(*batch)
-            logits, loss = m(*batch)
-            assert loss is not None
-            with torch.no_grad():
-                teacher_logits, _ = teacher(*batch)
-            kd = distillation_loss(logits, teacher_logits, train_cfg.distill_temperature)
-            return (1 - train_cfg.distill_weight) * loss + train_cfg.distill_weight * kd
-
-        optimizer = torch.optim.AdamW(param_groups(model, train_cfg.weight_decay), lr=lr)
-        report = train_loop(
-            model,
-            make_batches,
-            step_loss,
-            optimizer,
-            max_epochs=epochs,
-            max_steps=max_steps,
-            validate=(lambda: validation_ndcg(model, val_histories, val_targets))
-            if eligible
-            else None,
-            # An update that only hurts keeps the parent's weights.
-            validate_first=warm and train_cfg.finetune_parent_fallback,
-            # ... as they were: training starts from the shrunk parent, epoch 0 is the parent.
-            before_training=(lambda: model.shrink_perturb(shrink, train_cfg.warm_noise))
-            if warm
-            else None,
-            patience=patience,
-            patience_steps=patience_steps,
-            min_steps=min_steps,
-            max_seconds=train_cfg.max_minutes * 60,
-            log_every=100,
-            desc="fine_tune" if warm else "train",
-        )
-
-        prior_report = _fit_prior(
-            recommender,
-            config,
-            [train_seq(u) for u in users] if val_users else None,
-            list(sequences.values()),
-            val_histories,
-            val_targets,
-            parent,
-        )
+        report = train_recommender(model, examples, plan, config)
+        prior_report = fit_prior(recommender, config, examples, parent)
 
     recommender.model.to("cpu").eval()  # the deployable recommender scores on the CPU
     recommender.metadata = {
         **(metadata or {}),
-        "warm_start": warm,
+        "warm_start": plan.warm,
         "n_items": len(item_ids),
-        "n_train_sequences": len(chosen),
+        "n_train_sequences": len(examples.users),
         "trained_at": int(time.time()),
     }
-    result_report = {
+    summary = _training_summary(report, plan, examples, n_new, len(item_ids))
+    return FineTuneResult(
+        recommender, {"seconds": time.perf_counter() - start, **summary, **prior_report}
+    )
+
+
+def _training_summary(
+    report: TrainReport, plan: TrainingPlan, examples: Examples, n_new: int, n_items: int
+) -> dict[str, Any]:
+    """The report's entries on the training itself (the prior's are added beside them)."""
+    gap = plan.memorisation_gap
+    return {
         "epochs": report.epochs,
         "steps": report.steps,
-        "seconds": time.perf_counter() - start,
         "train_seconds": report.seconds,
         "train_loss": report.train_loss,
         "best_val_ndcg": report.best_val,
         "best_epoch": report.best_epoch,
         "stopped_reason": report.stopped_reason,
-        "max_steps": max_steps,
-        "min_steps": min_steps,
+        "max_steps": plan.max_steps,
+        "min_steps": plan.min_steps,
         "memorisation_gap": None if math.isnan(gap) else gap,
-        "shrink": shrink,
-        "distill_weight": train_cfg.distill_weight if warm else 0.0,
+        "shrink": plan.shrink,
         "n_new_items": n_new,
-        "n_items": len(item_ids),
-        "n_train_sequences": len(chosen),
-        "n_train_examples": len(x),
-        "n_train_targets": n_targets,
-        "n_new_targets": n_new_targets,
-        "n_val_users": len(eligible),
-        "warm_start": warm,
-        "replay_size": n_replay,  # earlier events trained on again, near and far
-        "replay_far": n_far,
+        "n_items": n_items,
+        "n_train_sequences": len(examples.users),
+        "n_train_examples": len(examples.inputs),
+        "n_train_targets": examples.n_targets,
+        "n_new_targets": examples.n_targets - examples.n_earlier_targets,
+        "n_earlier_targets": examples.n_earlier_targets,  # an update's events trained on again
+        "n_val_users": len(examples.val_targets),
+        "warm_start": plan.warm,
         "history": report.history,
-        **prior_report,
     }
-    return FineTuneResult(recommender, result_report)
 
 
-def _fit_prior(
+def fit_prior(
     recommender: Recommender,
     config: Config,
-    trained: list[list[int]] | None,
-    every: list[list[int]],
-    val_histories: list[list[int]],
-    val_targets: list[int],
+    examples: Examples,
     parent: Recommender | None,
 ) -> dict[str, Any]:
-    """Give ``recommender`` the transition prior of ``every`` training sequence, weighted by the
+    """Give ``recommender`` the transition prior of every training sequence, weighted by the
     ``config.model.prior_weights`` entry that scores best on the validation cases -- scored with
-    the prior of the ``trained`` sequences, which leave out the held-out validation items (None:
-    nothing was held out, ``every`` was trained on); the first weight wins ties. One weight is
-    taken as it is; without validation cases a warm start keeps its parent's weight and a fresh
-    model the smallest. Returns the report's entries."""
+    the prior of the sequences that were trained on, which leave out the held-out validation
+    items; the first weight wins ties. One weight is taken as it is; without validation cases a
+    warm start keeps its parent's weight and a fresh model the smallest. Returns the report's
+    entries."""
     window, weights = config.model.prior_window, tuple(config.model.prior_weights)
     if any(w < 0 for w in weights):
         raise ValueError(f"model.prior_weights must be >= 0, got {list(weights)}")
@@ -607,16 +691,17 @@ def _fit_prior(
         return {"prior_weight": 0.0, "prior_validation": None}
     started = time.perf_counter()
     n = recommender.model.num_items
-    prior = TransitionPrior.fit(every, n, window)
+    prior = TransitionPrior.fit(list(examples.sequences.values()), n, window)
     by_weight = None
     if len(weights) == 1:
         chosen = weights[0]
-    elif val_targets:
+    elif examples.val_targets:
+        trained = [examples.trained[u] for u in sorted(examples.sequences)]
         ndcgs = prior_weight_ndcgs(
             recommender.model,
-            val_histories,
-            val_targets,
-            prior if trained is None else TransitionPrior.fit(trained, n, window),
+            examples.val_histories,
+            examples.val_targets,
+            TransitionPrior.fit(trained, n, window) if examples.held_out else prior,
             weights,
         )
         by_weight = {str(w): round(v, 6) for w, v in zip(weights, ndcgs, strict=True)}

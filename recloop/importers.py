@@ -1,6 +1,6 @@
 """Importers: published datasets -> the canonical form (docs/interfaces.md).
 
-``import_dataset(fmt, src, dest, config)`` reads one of
+``import_dataset(fmt, src, dest)`` reads one of
 
 - ``movielens``: 100K (``u.data``/``u.item``), 1M/10M (``*.dat`` with ``::``), or latest/20M/25M
   (``ratings.csv``, ``movies.csv``, ``tags.csv``). Item text = genres plus the users' tags; tags are
@@ -30,7 +30,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from recloop.config import TextConfig
 from recloop.data import Dataset, normalise_interactions, normalise_items, write_dataset
 from recloop.text import build_item_text, clean_text
 
@@ -45,6 +44,9 @@ ML100K_GENRES = (
     "Thriller", "War", "Western",
 )  # fmt: skip
 MAX_TAGS = 20  # user tags kept per movie, most frequent first
+# Cap on the text built from an item's own reviews (an Amazon item without metadata), in
+# characters: the encoder reads at most EncoderConfig.max_length tokens of it anyway.
+MAX_REVIEW_CHARS = 2000
 
 
 class DatasetImportError(ValueError):
@@ -55,7 +57,6 @@ def import_dataset(
     fmt: str,
     src: str | Path,
     dest: str | Path,
-    config: TextConfig,
     *,
     meta: str | Path | None = None,
 ) -> Dataset:
@@ -71,7 +72,7 @@ def import_dataset(
     if fmt == "movielens":
         items, interactions = _read_movielens(src)
     elif fmt == "amazon-reviews":
-        items, interactions = _read_amazon(src, Path(meta) if meta else None, config)
+        items, interactions = _read_amazon(src, Path(meta) if meta else None)
     elif fmt == "canonical":
         items, interactions = _read_canonical(src)
     else:
@@ -461,9 +462,7 @@ def _votes(record: dict[str, Any]) -> int:
         return 0
 
 
-def _read_amazon(
-    src: Path, meta: Path | None, config: TextConfig
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _read_amazon(src: Path, meta: Path | None) -> tuple[pd.DataFrame, pd.DataFrame]:
     reviews_path, meta_path = _amazon_files(src, meta)
     users, items, times, ratings = [], [], [], []
     review_texts: dict[str, list[tuple[int, int, Any, Any]]] = {}
@@ -501,7 +500,7 @@ def _read_amazon(
         record = metadata.get(asin, {})
         text = _meta_text(record)
         if not text:
-            text = _review_text(review_texts.get(asin, []), config.max_review_chars)
+            text = _review_text(review_texts.get(asin, []), MAX_REVIEW_CHARS)
         rows.append({"item_id": asin, "title": clean_text(record.get("title"), 0), "text": text})
     if meta_path:
         logger.info("%s: metadata for %d of %d items", meta_path, len(metadata), len(item_ids))

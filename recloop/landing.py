@@ -1,8 +1,8 @@
 """Landing arriving batches: validate, then archive or quarantine, never half of either.
 
-A batch is one interactions file and optionally an items file (CONTRACT.md §1). Its id is the first
-16 hex digits of the SHA-256 of the files' bytes (interactions, then items), so the same files
-always make the same batch and landing them twice is recognised.
+A batch is one interactions file and optionally an items file (docs/interfaces.md). Its id is the
+first 16 hex digits of the SHA-256 of the files' bytes (interactions, then items), so the same
+files always make the same batch and landing them twice is recognised.
 
 - valid → ``archive/<batch_id>/``: ``interactions.parquet``, ``items.parquet`` (if any) in the
   canonical form, ``manifest.json``, and the files as received under ``received/``;
@@ -394,7 +394,7 @@ def land_batch(
         if items_path is not None:
             message += f", {rows['items']} items"
     else:
-        message = f"batch {batch_id} quarantined: {report.one_line()}"
+        message = f"batch {batch_id} quarantined: {report.one_line()}; report: {target}/report.md"
     logger.info(message)
     return LandingResult(
         batch_id,

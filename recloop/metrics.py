@@ -11,13 +11,16 @@ Binary relevance throughout. Definitions:
 - MRR: reciprocal rank of the first relevant item (Voorhees, TREC-8 QA track, 1999), 0 when none.
 
 For a single held-out target per user (the leave-last-out protocol), NDCG@k reduces to
-``1 / log2(rank + 2)`` for a 0-based rank below k, and Recall@k to a hit indicator.
+``1 / log2(rank + 2)`` for a 0-based rank below k, and Recall@k to a hit indicator. That rank comes
+from :func:`target_ranks`, the one ranking rule of early stopping, of the choice of the prior's
+weight and of evaluation: ties count against the model.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -60,6 +63,20 @@ def mrr(ranked: Sequence[str], relevant: set[str]) -> float:
         if item in relevant:
             return 1.0 / (i + 1)
     return 0.0
+
+
+def target_ranks(scores: Any, target_scores: Any) -> Any:
+    """Each case's 0-based target rank: how many *other* candidates score at least as high as the
+    target. Ties count against the model, so a constant scorer ranks every target last instead of
+    scoring by luck of the sort order, and a model is selected by the rule it is judged by.
+
+    ``scores`` ``(B, N)`` holds every candidate's score, the target's own included (it counts
+    itself once, hence the ``- 1``); an item out of the ranking (e.g. in the user's history) is
+    NaN, which compares false. ``target_scores`` ``(B, 1)`` are the targets' scores, never NaN.
+    Works alike on numpy arrays (evaluation) and torch tensors (validation during training) and
+    returns the same kind.
+    """
+    return (scores >= target_scores).sum(1) - 1
 
 
 def metrics_from_ranks(ranks: np.ndarray, ks: Iterable[int] = (10, 20)) -> dict[str, float]:

@@ -12,6 +12,10 @@ watcher.
   archived and pending, and the next scheduled ``feedback-loop`` run learns it.
 - **Watcher.** Files dropped into ``RECLOOP_HOME/landing/`` are landed through the same code path
   as ``recloop ingest`` (see :class:`LandingWatcher` for the naming convention).
+- **Run names and tags.** Every flow run says what it is: named ``<training> · batch <id>`` (or
+  ``· N batches``), with the outcome once known (``· v4 promoted``), and tagged ``recloop``,
+  ``home:<folder>``, ``training:<kind>``, ``batch:<id>`` and ``version:<n>``, so the Prefect UI
+  can filter one home's runs, one batch's run or one kind of training.
 
 Serving the deployments (``recloop serve``) lives with the flows, in ``flows.serve``.
 
@@ -33,7 +37,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from recloop.config import OrchestrationConfig
 from recloop.paths import Home
 
 if TYPE_CHECKING:
@@ -47,6 +50,9 @@ HOME_LABEL = "recloop.home"  # resource label: the home a batch landed in
 LOCK_FILE = ".training.lock"
 ITEMS_MARK = ".items"  # landing/NAME.items.csv accompanies landing/NAME.csv
 CLAIMED = ".claimed"  # landing/.claimed/<claim>/: files taken by the watcher, being landed
+WATCH_INTERVAL = 2.0  # seconds between two looks at the landing folder
+WATCH_SETTLE = 2.0  # seconds a dropped file must stay unchanged before it counts as written
+ANNOUNCE_TIMEOUT = 10.0  # seconds to deliver the recloop.batch.landed event
 
 
 # --------------------------------------------------------------------------------------------
@@ -83,6 +89,86 @@ def training_lock(home: Home, what: str = "a cycle") -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# --------------------------------------------------------------------------------------------
+# Flow-run names and tags
+
+TAG = "recloop"  # every flow run recloop starts carries it
+BATCH_PREFIX = 8  # hex digits of a batch id shown in run names and tags (ids have 16)
+
+
+def home_label(home: Home) -> str:
+    """The home's folder name, with its parent's when it is hidden (``shop/.recloop``)."""
+    root = home.root.resolve()
+    return f"{root.parent.name}/{root.name}" if root.name.startswith(".") else root.name
+
+
+def run_tags(
+    home: Home | None,
+    training: str,
+    batches: list[str] | tuple[str, ...] = (),
+    version: str | None = None,
+) -> list[str]:
+    """``recloop``, ``home:<folder>``, ``training:<kind>``, then ``batch:<id>`` per batch and
+    ``version:<n>`` once a version is registered."""
+    tags = [TAG] + ([f"home:{home_label(home)}"] if home is not None else [])
+    tags.append(f"training:{training}")
+    tags += [f"batch:{batch[:BATCH_PREFIX]}" for batch in batches]
+    if version:
+        tags.append(f"version:{version}")
+    return tags
+
+
+def run_name(training: str, batches: list[str] | int | None = None, outcome: str = "") -> str:
+    """``incremental · batch ac1eb9e2``, ``full-retrain · 3 batches``, with `` · <outcome>``.
+
+    ``batches``: the batch ids, or how many there are; None when not known yet."""
+    if batches is None:
+        what = "pending batches"
+    elif not batches:
+        what = "no new batch"
+    elif isinstance(batches, int):
+        what = f"{batches} batch" + ("" if batches == 1 else "es")
+    elif len(batches) == 1:
+        what = f"batch {batches[0][:BATCH_PREFIX]}"
+    else:
+        what = f"{len(batches)} batches"
+    return f"{training} · {what}" + (f" · {outcome}" if outcome else "")
+
+
+def outcome_of(summary: dict[str, Any]) -> str:
+    """A cycle's outcome for a run name: ``v4 promoted``, ``v4 not promoted``, ``up to date``."""
+    version = summary.get("version")
+    if version:
+        return f"v{version} " + ("promoted" if summary.get("promoted") else "not promoted")
+    return str(summary.get("status", "")).replace("-", " ")
+
+
+def label_flow_run(name: str | None = None, tags: list[str] | tuple[str, ...] = ()) -> None:
+    """Rename the current flow run and add ``tags`` to those it has; nothing outside a flow run.
+
+    A run's batches are known only once it has landed or planned them, after Prefect named it,
+    so the flows call this as they learn more. Labels are for people: a failure is logged, never
+    raised.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None:
+        return
+    run = context.flow_run
+    merged = list(dict.fromkeys([*(run.tags or []), *tags]))
+    try:
+        with get_client(sync_client=True) as client:
+            client.update_flow_run(run.id, name=name, tags=merged)
+    except Exception as error:  # the run goes on under its earlier name and tags
+        logger.warning("could not label flow run %s: %s", run.name, error)
+        return
+    run.tags = merged
+    if name:
+        run.name = name
 
 
 # --------------------------------------------------------------------------------------------
@@ -389,17 +475,14 @@ class LandingWatcher:
 
 
 def make_watcher(
-    home: Home,
-    config: OrchestrationConfig,
-    report: Callable[[IngestOutcome], None] | None = None,
+    home: Home, report: Callable[[IngestOutcome], None] | None = None
 ) -> LandingWatcher:
-    """A watcher with the config's settle time and announcement timeout."""
-    return LandingWatcher(home, config.watch_settle, timeout=config.announce_timeout, report=report)
+    """A watcher with the default settle time (:data:`WATCH_SETTLE`) and announcement timeout."""
+    return LandingWatcher(home, WATCH_SETTLE, timeout=ANNOUNCE_TIMEOUT, report=report)
 
 
 def watch(
     home: Home,
-    config: OrchestrationConfig,
     *,
     once: bool = False,
     report: Callable[[IngestOutcome], None] | None = None,
@@ -407,12 +490,12 @@ def watch(
     """``recloop watch``: land dropped batches until interrupted (or what is there, ``once``).
 
     ``report`` is called with each landing as it happens (default: log lines)."""
-    watcher = make_watcher(home.ensure(), config, report)
+    watcher = make_watcher(home.ensure(), report)
     if once:
         return watcher.drain()
     stop = threading.Event()
     try:
-        watcher.run(stop, config.watch_interval)
+        watcher.run(stop, WATCH_INTERVAL)
     except KeyboardInterrupt:
         stop.set()
     return []

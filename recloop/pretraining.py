@@ -38,6 +38,19 @@ logger = logging.getLogger(__name__)
 # all six layers and the 30k-token embedding table costs ~2x per step, and the lower layers carry
 # general syntax that a few dozen steps on a catalogue would not improve anyway.
 TRAIN_TOP_LAYERS = 3
+MLM_PROBABILITY = 0.15  # share of tokens the collator masks (BERT's recipe)
+MLM_WEIGHT_DECAY = 0.01  # AdamW decay of the encoder's weights (biases and norms: never)
+# Held-out share of the catalogue's texts that the perplexities are measured on, and a cap on
+# their number (0 = none) that keeps those evaluations cheap on a large catalogue.
+EVAL_FRACTION = 0.1
+EVAL_MAX_TEXTS = 256
+# The shipped sentence-transformers checkpoint has no MLM head, so transformers starts a random
+# one (held-out perplexity ~50,000: nothing said about the encoder). Up to
+# EncoderConfig.head_warmup_steps steps fit the head alone (encoder frozen) before "perplexity
+# before" is taken, on the states of about this many training-text tokens, encoded once, at a
+# higher learning rate than fine-tuning (a fresh head has far to go).
+HEAD_WARMUP_TOKENS = 32768
+HEAD_LEARNING_RATE = 3e-3
 # Masked positions per head warm-up step (on cached encoder states).
 HEAD_BATCH_TOKENS = 64
 # At most this many passes over the cached positions (the head then learns those masks, not the
@@ -117,7 +130,7 @@ def mlm_perplexity(
         return float("nan")
     was_training = model.training
     model.eval()
-    collator = mlm_collator(tokenizer, config.mlm_probability, seed)
+    collator = mlm_collator(tokenizer, MLM_PROBABILITY, seed)
     features = tokenize_for_mlm(tokenizer, texts, config.max_length)
     total, count = 0.0, 0
     for start in range(0, len(features), config.batch_size):
@@ -170,14 +183,14 @@ def _mlm_steps(
 ) -> TrainReport:
     """``steps`` AdamW steps (no decay on biases and norms) on the parameters that require
     grad, over seeded shuffles of ``features`` with seeded masks."""
-    collator = mlm_collator(tokenizer, config.mlm_probability, seed)
+    collator = mlm_collator(tokenizer, MLM_PROBABILITY, seed)
 
     def make_batches(epoch: int) -> Iterator[dict[str, torch.Tensor]]:
         order = np.random.default_rng([seed, epoch]).permutation(len(features))
         for start in range(0, len(order), config.batch_size):
             yield collator([features[i] for i in order[start : start + config.batch_size]])
 
-    optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=learning_rate)
+    optimizer = torch.optim.AdamW(param_groups(model, MLM_WEIGHT_DECAY), lr=learning_rate)
     epochs = math.ceil(steps / max(1, math.ceil(len(features) / config.batch_size)))
     return train_loop(
         model,
@@ -255,7 +268,7 @@ def fit_mlm_head(
     With ``init_bias`` (a freshly initialised head) the bias starts from the catalogue's unigram
     log-frequencies: Adam moves a bias by about the learning rate per step, so a random bias
     would take thousands of steps to get there. As the encoder is frozen, it encodes seeded,
-    masked training texts of about ``config.head_warmup_tokens`` tokens once, and up to
+    masked training texts of about ``HEAD_WARMUP_TOKENS`` tokens once, and up to
     ``config.head_warmup_steps`` head steps (at most ``HEAD_MAX_EPOCHS`` passes) run on those
     cached states, each costing only the vocabulary projection, not a pass through the encoder.
     """
@@ -263,14 +276,14 @@ def fit_mlm_head(
         with torch.no_grad():
             model.cls.predictions.bias.copy_(unigram_log_prior(features, model.config.vocab_size))
     freeze_all_but_head(model)
-    # A seeded sample of training texts holding about head_warmup_tokens tokens: a budget in
+    # A seeded sample of training texts holding about HEAD_WARMUP_TOKENS tokens: a budget in
     # tokens, not texts, since encoding costs per token (64-token reviews vs 18-token titles).
     order = np.random.default_rng([seed, 1]).permutation(len(features))
     lengths = np.cumsum([len(features[i]["input_ids"]) for i in order])
-    n_texts = max(1, int(np.searchsorted(lengths, config.head_warmup_tokens)))
+    n_texts = max(1, int(np.searchsorted(lengths, HEAD_WARMUP_TOKENS)))
     sample = [features[i] for i in order[:n_texts]]
     # Its own mask stream (seed + 1), so the adaptation afterwards sees other masks.
-    collator = mlm_collator(tokenizer, config.mlm_probability, seed + 1)
+    collator = mlm_collator(tokenizer, MLM_PROBABILITY, seed + 1)
     states, labels = _masked_states(model, collator, sample, config.batch_size)  # (M, H), (M,)
     if len(labels) == 0:
         return TrainReport(stopped_reason="no_batches")
@@ -283,9 +296,7 @@ def fit_mlm_head(
         logits = model.cls(states[index])  # (b, V)
         return torch.nn.functional.cross_entropy(logits, labels[index])
 
-    optimizer = torch.optim.AdamW(
-        param_groups(model, config.weight_decay), lr=config.head_learning_rate
-    )
+    optimizer = torch.optim.AdamW(param_groups(model, MLM_WEIGHT_DECAY), lr=HEAD_LEARNING_RATE)
     steps = config.head_warmup_steps
     epochs = math.ceil(steps / math.ceil(len(labels) / HEAD_BATCH_TOKENS))
     return train_loop(
@@ -317,6 +328,19 @@ def split_texts(
     return train, held
 
 
+@dataclass
+class _Adaptation:
+    """What :func:`_adapt` measured: the three perplexities and the two trainings."""
+
+    untrained: float
+    before: float
+    after: float
+    head_initialised: bool
+    warmup_steps: int
+    warmup_seconds: float
+    report: TrainReport
+
+
 def pretrain_mlm(
     texts: Sequence[str],
     base_path: str | Path,
@@ -342,7 +366,7 @@ def pretrain_mlm(
     from transformers import AutoTokenizer, BertForMaskedLM
 
     started = time.perf_counter()
-    train_texts, eval_texts = split_texts(texts, config.eval_fraction, seed, config.eval_max_texts)
+    train_texts, eval_texts = split_texts(texts, EVAL_FRACTION, seed, EVAL_MAX_TEXTS)
     if not train_texts:
         raise ValueError("MLM pretraining needs at least one non-empty text")
     out_dir = Path(out_dir)
@@ -353,61 +377,32 @@ def pretrain_mlm(
         # and ties its decoder to the input embeddings (tie_word_embeddings defaults to True).
         model, info = BertForMaskedLM.from_pretrained(str(base_path), output_loading_info=True)
         head_initialised = any(key.startswith("cls.") for key in info["missing_keys"])
-        features = tokenize_for_mlm(tokenizer, train_texts, config.max_length)
-        # The encoder is frozen until the adaptation, so its held-out states (with the masks
-        # mlm_perplexity draws from ``seed``) serve both the untrained and the fitted head.
-        eval_features = tokenize_for_mlm(tokenizer, eval_texts, config.max_length)
-        held_out = _masked_states(
-            model,
-            mlm_collator(tokenizer, config.mlm_probability, seed),
-            eval_features,
-            config.batch_size,
-        )
-        untrained = head_perplexity(model, *held_out)
-        warmup_started = time.perf_counter()
-        warmup_seconds, warmup_steps = 0.0, 0
-        # A head loaded with the encoder (a previous adaptation's) is fitted already.
-        if config.head_warmup_steps > 0 and head_initialised:
-            warmup = fit_mlm_head(model, tokenizer, features, config, seed, init_bias=True)
-            warmup_seconds = time.perf_counter() - warmup_started
-            warmup_steps = warmup.steps
-        before = head_perplexity(model, *held_out)
-        freeze_lower_layers(model, train_top_layers)
-        report = _mlm_steps(
+        run = _adapt(
             model,
             tokenizer,
-            features,
+            train_texts,
+            eval_texts,
             config,
             seed,
-            steps=config.max_steps,
-            learning_rate=config.learning_rate,
-            desc="mlm",
+            head_initialised=head_initialised,
+            train_top_layers=train_top_layers,
         )
-        after = mlm_perplexity(model, tokenizer, eval_texts, config, seed)
 
-    # Written next to out_dir, then renamed into place: a half-written encoder is never named as
-    # one (a crash leaves only the dot-named staging folder, cleared by the next run).
-    staging = out_dir.with_name(f".{out_dir.name}.tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    model.save_pretrained(str(staging))
-    tokenizer.save_pretrained(str(staging))
-    weights = "".join(file_sha1(p) for p in weights_files(staging))
-    (staging / FINGERPRINT_FILE).write_text(hashlib.sha1(weights.encode()).hexdigest() + "\n")
+    staging = _save_staged(model, tokenizer, out_dir)
     result = MLMReport(
-        steps=report.steps,
-        seconds=report.seconds,
-        steps_per_second=report.steps / report.seconds if report.seconds > 0 else 0.0,
+        steps=run.report.steps,
+        seconds=run.report.seconds,
+        steps_per_second=run.report.steps / run.report.seconds if run.report.seconds > 0 else 0.0,
         n_train_texts=len(train_texts),
         n_eval_texts=len(eval_texts),
-        perplexity_before=before,
-        perplexity_after=after,
+        perplexity_before=run.before,
+        perplexity_after=run.after,
         out_dir=str(out_dir),
         fingerprint=encoder_fingerprint(staging, config.max_length),  # content, not path
-        perplexity_untrained_head=untrained,
-        head_initialised=head_initialised,
-        head_warmup_steps=warmup_steps,
-        head_warmup_seconds=warmup_seconds,
+        perplexity_untrained_head=run.untrained,
+        head_initialised=run.head_initialised,
+        head_warmup_steps=run.warmup_steps,
+        head_warmup_seconds=run.warmup_seconds,
         total_seconds=time.perf_counter() - started,
     )
     (staging / REPORT_FILE).write_text(json.dumps(result.to_dict(), indent=2) + "\n")
@@ -416,14 +411,74 @@ def pretrain_mlm(
     logger.info(
         "mlm: perplexity %.2f (untrained head) -> %.2f (head fitted in %d steps, %.1fs) -> %.2f "
         "(%d steps, %.1fs); %.1fs in all, saved to %s",
-        untrained,
-        before,
-        warmup_steps,
-        warmup_seconds,
-        after,
+        run.untrained,
+        run.before,
+        run.warmup_steps,
+        run.warmup_seconds,
+        run.after,
         result.steps,
         result.seconds,
         result.total_seconds,
         out_dir,
     )
     return result
+
+
+def _adapt(
+    model: Any,
+    tokenizer: Any,
+    train_texts: list[str],
+    eval_texts: list[str],
+    config: EncoderConfig,
+    seed: int,
+    *,
+    head_initialised: bool,
+    train_top_layers: int,
+) -> _Adaptation:
+    """Fit a fresh MLM head (when ``head_initialised``), then adapt the top layers; measure the
+    held-out perplexity with the untrained head, before and after the adaptation."""
+    features = tokenize_for_mlm(tokenizer, train_texts, config.max_length)
+    # The encoder is frozen until the adaptation, so its held-out states (with the masks
+    # mlm_perplexity draws from ``seed``) serve both the untrained and the fitted head.
+    eval_features = tokenize_for_mlm(tokenizer, eval_texts, config.max_length)
+    held_out = _masked_states(
+        model, mlm_collator(tokenizer, MLM_PROBABILITY, seed), eval_features, config.batch_size
+    )
+    untrained = head_perplexity(model, *held_out)
+    warmup_started = time.perf_counter()
+    warmup_seconds, warmup_steps = 0.0, 0
+    # A head loaded with the encoder (a previous adaptation's) is fitted already.
+    if config.head_warmup_steps > 0 and head_initialised:
+        warmup = fit_mlm_head(model, tokenizer, features, config, seed, init_bias=True)
+        warmup_seconds = time.perf_counter() - warmup_started
+        warmup_steps = warmup.steps
+    before = head_perplexity(model, *held_out)
+    freeze_lower_layers(model, train_top_layers)
+    report = _mlm_steps(
+        model,
+        tokenizer,
+        features,
+        config,
+        seed,
+        steps=config.max_steps,
+        learning_rate=config.learning_rate,
+        desc="mlm",
+    )
+    after = mlm_perplexity(model, tokenizer, eval_texts, config, seed)
+    return _Adaptation(
+        untrained, before, after, head_initialised, warmup_steps, warmup_seconds, report
+    )
+
+
+def _save_staged(model: Any, tokenizer: Any, out_dir: Path) -> Path:
+    """Save ``model``, ``tokenizer`` and the weights' fingerprint next to ``out_dir``, under a
+    dot-named staging folder: a half-written encoder is never named as one (a crash leaves only
+    the staging folder, cleared by the next run). Returns the staging folder."""
+    staging = out_dir.with_name(f".{out_dir.name}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    model.save_pretrained(str(staging))
+    tokenizer.save_pretrained(str(staging))
+    weights = "".join(file_sha1(p) for p in weights_files(staging))
+    (staging / FINGERPRINT_FILE).write_text(hashlib.sha1(weights.encode()).hexdigest() + "\n")
+    return staging

@@ -1,35 +1,45 @@
-"""All talk with MLflow tracking and the model registry (CONTRACT.md §2 and §4).
+"""All talk with MLflow tracking and the model registry (docs/interfaces.md, sections 2 and 4).
 
-The only module besides ``models/pyfunc.py`` that imports mlflow. Every candidate becomes one run
-in the ``recloop`` experiment (params = the resolved config, metrics = candidate, champion and
-baselines on the same evaluation cases, the evaluation report as artifacts, a pyfunc model carrying
-the checkpoint) and one registered version of ``recloop`` with tags ``gate``, ``reason``,
-``metrics``, ``parent_version``, ``batch_ids``, ``data_fingerprint``. Alias ``challenger`` is the
-latest candidate, alias ``champion`` the promoted one (or the one a rollback chose). Each candidate
-run also carries a plot of the gate's metric across the registered versions, and may carry a
-``candidate_key`` tag naming the promotion attempt, so that a retried attempt reuses its version.
+The only module besides ``models/pyfunc.py`` that imports mlflow. The ``recloop`` experiment is a
+classic machine-learning experiment (tag ``mlflow.experimentKind``), so the MLflow UI opens on its
+runs table. Every candidate becomes one run, opened before training (:meth:`Registry.candidate_run`)
+and closed once the gate has decided, so its duration is the training's: the run is named for
+what it is (``v3 incremental batch ac1eb9e2``), its params are the resolved config, its input the
+training interactions as an MLflow dataset, its metrics the per-epoch learning curve (``step`` =
+epoch) and the candidate's, champion's and baselines' numbers on the same evaluation cases, its
+description the gate's decision and reason, its artifacts the evaluation report and a pyfunc
+model carrying the checkpoint. The candidate is one registered version of ``recloop``, created
+with its tags ``gate``, ``reason``, ``metrics``, ``parent_version``, ``batch_ids``,
+``data_fingerprint`` in one step. Alias ``challenger`` is the latest candidate, alias ``champion``
+the promoted one (or the one a rollback chose). Each candidate run also carries a plot of the
+gate's metric across the registered versions. A retried promotion reuses the version its run (or
+its ``candidate_key`` tag, naming the attempt) already registered.
 Nothing happens at import time; call :func:`configure` first.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import getpass
 import json
 import logging
 import math
 import os
+import re
 import tempfile
 import time
 import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import mlflow
+import mlflow.data
 import pandas as pd
-from mlflow.entities import Metric
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
@@ -51,6 +61,19 @@ MODEL_ARTIFACT = "model"  # name of the pyfunc model inside a run
 CHECKPOINT_NAME = "recommender.pt"
 # Run tag naming one promotion attempt: a retried attempt finds the version it already registered.
 CANDIDATE_KEY = "candidate_key"
+# The experiment tag the MLflow UI reads for the experiment's type, and the value of its "machine
+# learning" type (runs table, metric columns, charts). Untagged, the UI infers a type, and an
+# experiment it does not recognise as training opens on the GenAI traces page.
+EXPERIMENT_KIND = "mlflow.experimentKind"
+CLASSIC_ML = "custom_model_development"
+RUN_NOTE = "mlflow.note.content"  # a run's description in the UI (Markdown)
+DATASET_CONTEXT = "mlflow.data.context"
+# Training kinds in run names: from the champion's weights, or from scratch (no champion yet, or
+# the full retrain, which also relearns every batch).
+INCREMENTAL, FULL_RETRAIN, FROM_SCRATCH = "incremental", "full-retrain", "from-scratch"
+# The learning curve: one point per epoch (step = epoch; epoch 0 = before training).
+CURVE_LOSS, CURVE_VAL = "train_loss", "val_ndcg_at_10"
+BATCH_PREFIX = 8  # hex digits of a batch id shown in run names (ids have 16)
 # Models drawn beside the candidate in the per-version plot (run metrics ``<model>_<metric>``).
 BASELINES = ("popularity", "recent_popularity", "transitions")
 # The model-from-code file logged with every candidate (see Registry.log_candidate).
@@ -93,6 +116,59 @@ def _tag(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
 
 
+def _user() -> dict[str, str]:
+    """The run's "Created by" (as ``mlflow.start_run`` would set it), if the OS knows the user."""
+    try:
+        return {"mlflow.user": getpass.getuser()}
+    except (KeyError, OSError):
+        return {}
+
+
+def training_kind(training: str, warm_start: bool) -> str:
+    """The kind of training a run name shows: ``full-retrain``, else ``incremental`` when the
+    candidate started from the champion's weights, else ``from-scratch``."""
+    if training == FULL_RETRAIN:
+        return FULL_RETRAIN
+    return INCREMENTAL if warm_start else FROM_SCRATCH
+
+
+def batch_list(value: Any) -> list[str]:
+    """Batch ids from a ``batch_ids`` value: a list, a JSON list or a comma-separated string."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.startswith("[") else value.split(",")
+        except json.JSONDecodeError:
+            value = value.split(",")
+    return [str(v).strip() for v in value if str(v).strip()]
+
+
+def run_name(kind: str, batches: Sequence[str], version: str | None = None) -> str:
+    """``incremental batch ac1eb9e2``; ``full-retrain 3 batches 0b1c2d3e..ac1eb9e2`` (first and
+    last); prefixed ``v3`` once the candidate is registered as version 3."""
+    ids = [str(b)[:BATCH_PREFIX] for b in batches if b]
+    if not ids:
+        what = "no batch"
+    elif len(ids) == 1:
+        what = f"batch {ids[0]}"
+    else:
+        what = f"{len(ids)} batches {ids[0]}..{ids[-1]}"
+    return f"v{version} {kind} {what}" if version else f"{kind} {what}"
+
+
+def _with_version(name: str, version: str) -> str:
+    """``name`` with its ``v<N>`` prefix set to ``version`` (a retry does not prefix twice)."""
+    return f"v{version} " + re.sub(r"^v\d+ ", "", name)
+
+
+def gate_note(version: str, decision: Decision) -> str:
+    """The run's description: the gate's decision and its reason."""
+    verdict = "passed" if decision.promote else "failed"
+    outcome = "promoted to champion" if decision.promote else "not promoted"
+    return f"**Gate {verdict}: version {version} {outcome}.**\n\nReason: {decision.reason}\n"
+
+
 @dataclass(frozen=True)
 class LoggedCandidate:
     """Where a candidate went: its registered version and the run that holds it."""
@@ -102,6 +178,88 @@ class LoggedCandidate:
     model_uri: str  # models:/<name>/<version>
     experiment_id: str = ""
     reused: bool = False  # an earlier attempt with the same key had registered it already
+
+
+def _chunks(items: list[Any], size: int = 100) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+@dataclass
+class CandidateRun:
+    """One candidate's MLflow run while it is open: from before training until the gate has
+    decided (see :meth:`Registry.candidate_run`, which ends it). Every write names the run by id,
+    so any thread or Prefect task can log to it."""
+
+    registry: Registry
+    run_id: str
+    kind: str
+    batches: list[str] = field(default_factory=list)
+
+    @property
+    def client(self) -> MlflowClient:
+        return self.registry.client
+
+    def rename(self, kind: str) -> None:
+        """Say which kind of training the run turned out to be (e.g. ``from-scratch``)."""
+        if kind != self.kind:
+            self.kind = kind
+            self.client.update_run(self.run_id, name=run_name(kind, self.batches))
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        self.client.log_batch(self.run_id, tags=[RunTag(k, _tag(v)) for k, v in tags.items()])
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        items = [Param(key, _tag(value)) for key, value in params.items()]
+        for chunk in _chunks(items):
+            self.client.log_batch(self.run_id, params=chunk)
+
+    def log_metrics(self, metrics: dict[str, float | None], step: int = 0) -> None:
+        """Finite values only (a metric that was not measured stays absent)."""
+        now = int(time.time() * 1000)
+        points = [
+            Metric(key, float(value), now, step)
+            for key, value in metrics.items()
+            if value is not None and math.isfinite(float(value))
+        ]
+        for chunk in _chunks(points, 1000):
+            self.client.log_batch(self.run_id, metrics=chunk)
+
+    def log_learning_curve(self, history: Sequence[dict[str, Any]]) -> int:
+        """The training loop's per-epoch rows (``epoch``, ``train_loss``, ``val``) as metrics
+        ``train_loss`` and ``val_ndcg_at_10`` with ``step`` = epoch; returns the points logged."""
+        now = int(time.time() * 1000)
+        points = []
+        for row in history:
+            step = int(row.get("epoch", 0))
+            for key, value in ((CURVE_LOSS, row.get("train_loss")), (CURVE_VAL, row.get("val"))):
+                if value is not None and math.isfinite(float(value)):
+                    points.append(Metric(key, float(value), now, step))
+        for chunk in _chunks(points, 1000):
+            self.client.log_batch(self.run_id, metrics=chunk)
+        return len(points)
+
+    def log_training_data(
+        self, frame: pd.DataFrame, digest: str, source: str | Path, name: str = "interactions"
+    ) -> None:
+        """``frame`` as the run's MLflow dataset input (context ``training``), identified by
+        ``digest`` (the data fingerprint). The schema is read from the first rows only, so this
+        stays cheap on millions of events; the profile counts every row."""
+        with warnings.catch_warnings():  # "source can be interpreted in multiple ways", int hints
+            warnings.simplefilter("ignore")
+            sample = mlflow.data.from_pandas(
+                frame.head(1000), source=str(source), name=name, digest=digest or None
+            )
+            described = sample.to_dict()
+        described["profile"] = json.dumps({"num_rows": len(frame), "num_elements": int(frame.size)})
+        dataset = DatasetInput(Dataset(**described), [InputTag(DATASET_CONTEXT, "training")])
+        self.client.log_inputs(self.run_id, datasets=[dataset])
+
+    def log_dict(self, value: Any, path: str) -> None:
+        self.client.log_dict(self.run_id, value, path)
+
+    def log_text(self, text: str, path: str) -> None:
+        self.client.log_text(self.run_id, text, path)
 
 
 class Registry:
@@ -170,23 +328,29 @@ class Registry:
         logger.info("loaded champion %s version %s", self.name, version)
         return recommender, self.version_info(version)
 
-    def find_candidate(self, key: str) -> LoggedCandidate | None:
-        """The version an earlier attempt tagged ``candidate_key=key`` registered, or None.
+    def find_candidate(
+        self, key: str | None = None, run_id: str | None = None
+    ) -> LoggedCandidate | None:
+        """The version an earlier attempt registered from run ``run_id`` or from a run tagged
+        ``candidate_key=key``, or None.
 
         A run that died before its model was registered has no version and is skipped.
         """
-        runs = self.client.search_runs(
-            [self.experiment_id], filter_string=f"tags.{CANDIDATE_KEY} = '{key}'"
-        )
-        for run in runs:
+        run_ids = [run_id] if run_id else []
+        if key:
+            runs = self.client.search_runs(
+                [self.experiment_id], filter_string=f"tags.{CANDIDATE_KEY} = '{key}'"
+            )
+            run_ids += [run.info.run_id for run in runs]
+        for found_run in run_ids:
             found = self.client.search_model_versions(
-                f"name='{self.name}' and run_id='{run.info.run_id}'"
+                f"name='{self.name}' and run_id='{found_run}'"
             )
             if found:
                 version = str(min(int(mv.version) for mv in found))
                 return LoggedCandidate(
                     version,
-                    run.info.run_id,
+                    found_run,
                     f"models:/{self.name}/{version}",
                     self.experiment_id,
                     reused=True,
@@ -221,7 +385,43 @@ class Registry:
         """The run's page in the MLflow UI (see :func:`run_url`)."""
         return run_url(self.uri, self.experiment_id, run_id)
 
+    def experiment_url(self) -> str:
+        """The experiment's runs table in the MLflow UI (see :func:`experiment_url`)."""
+        return experiment_url(self.uri, self.experiment_id)
+
     # -- writing -----------------------------------------------------------------------------
+    @contextmanager
+    def candidate_run(
+        self, kind: str, batches: Sequence[str], tags: dict[str, Any] | None = None
+    ) -> Iterator[CandidateRun]:
+        """Open a candidate's run, named ``<kind> batch <id>`` (:func:`run_name`), with the
+        resolved config as params; yield it; end it FINISHED, or FAILED when the block raises
+        (KILLED on an interrupt or a cancellation), with the error as its description.
+
+        Open it before training and close it after the gate, so that the run's duration is the
+        candidate's; :meth:`log_candidate` with its ``run_id`` registers the model in it.
+        """
+        batches = [str(b) for b in batches]
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=run_name(kind, batches),
+            tags={**_user(), **{name: _tag(value) for name, value in (tags or {}).items()}},
+        )
+        handle = CandidateRun(self, run.info.run_id, kind, batches)
+        try:
+            handle.log_params(self.config.flat())
+            yield handle
+        except BaseException as error:
+            status = "FAILED" if isinstance(error, Exception) else "KILLED"
+            try:
+                note = f"**{status}**: {type(error).__name__}: {error}"[:5000]
+                self.client.set_tag(handle.run_id, RUN_NOTE, note)
+                self.client.set_terminated(handle.run_id, status)
+            except Exception as cannot:  # never hide the error that ended the run
+                logger.warning("could not mark run %s %s: %s", handle.run_id, status, cannot)
+            raise
+        self.client.set_terminated(handle.run_id, "FINISHED")
+
     def log_candidate(
         self,
         recommender: Recommender,
@@ -231,90 +431,141 @@ class Registry:
         extra_metrics: dict[str, float] | None = None,
         artifacts: dict[str, Any] | None = None,
         key: str | None = None,
+        run_id: str | None = None,
     ) -> LoggedCandidate:
-        """One run + one registered version for a candidate; moves ``challenger`` onto it.
+        """Log a candidate's evaluation and model in a run, register it as one version (with its
+        tags) and move ``challenger`` onto it.
 
-        ``tags`` (e.g. parent_version, batch_ids, data_fingerprint) go on the run and the version;
-        ``decision`` adds ``gate`` (passed|failed) and ``reason``; ``artifacts`` maps a name to a
-        JSON-ready value logged as ``<name>.json`` (e.g. the training reports). With ``key`` (one
-        promotion attempt, e.g. a Prefect task run id), a version an earlier try with the same key
-        registered is reused, so a retry after a partial failure never registers it twice.
+        ``run_id``: the candidate's open run (:meth:`candidate_run`); without it a run is opened
+        and closed here, named from the ``training`` and ``batch_ids`` tags. ``tags`` (e.g.
+        parent_version, batch_ids, data_fingerprint) go on the run and the version; ``decision``
+        adds ``gate`` (passed|failed) and ``reason``, and becomes the run's description.
+        ``artifacts`` maps a name to a JSON-ready value logged as ``<name>.json``. A version the
+        run already registered, or one a run tagged ``candidate_key=key`` registered (one
+        promotion attempt, e.g. a Prefect task run id), is reused: a retry after a partial
+        failure never registers the candidate twice.
         """
-        tags = {name: _tag(value) for name, value in (tags or {}).items()}
-        candidate = report.rows["candidate"]
-        version_tags = {**tags, "metrics": _tag(candidate)}
+        raw = tags or {}
+        tags = {name: _tag(value) for name, value in raw.items()}
+        version_tags = {**tags, "metrics": _tag(report.rows["candidate"])}
         if decision is not None:
             version_tags["gate"] = "passed" if decision.promote else "failed"
             version_tags["reason"] = decision.reason
-        logged = self.find_candidate(key) if key else None
-        if logged is None:
-            logged = self._log_run(
-                recommender, report, tags, version_tags, extra_metrics, artifacts, key
-            )
-        else:
+        run_tags = {k: v for k, v in version_tags.items() if k != "metrics"}
+        if key:
+            run_tags[CANDIDATE_KEY] = key
+        logged = self.find_candidate(key, run_id)
+        if logged is not None:
             logger.warning(
                 "attempt %s already registered %s version %s (run %s): reusing it",
-                key,
+                key or run_id,
                 self.name,
                 logged.version,
                 logged.run_id,
             )
-        # Tags and alias are (re)applied on reuse too: the earlier attempt may have died before.
-        for tag, value in version_tags.items():
-            self.client.set_model_version_tag(self.name, logged.version, tag, value)
+            # The earlier attempt may have died before these: apply them (again).
+            for tag, value in version_tags.items():
+                self.client.set_model_version_tag(self.name, logged.version, tag, value)
+            self._complete(logged, decision)
+            if run_id is None and self.client.get_run(logged.run_id).info.status != "FINISHED":
+                self.client.set_terminated(logged.run_id, "FINISHED")  # now it is complete
+            return logged
+        if run_id is not None:
+            logged = self._register(
+                run_id, recommender, report, run_tags, version_tags, extra_metrics, artifacts
+            )
+            return self._complete(logged, decision)
+        kind = str(raw.get("training") or "candidate")
+        with self.candidate_run(kind, batch_list(raw.get("batch_ids")), run_tags) as run:
+            logged = self._register(
+                run.run_id, recommender, report, run_tags, version_tags, extra_metrics, artifacts
+            )
+            return self._complete(logged, decision)
+
+    def _register(
+        self,
+        run_id: str,
+        recommender: Recommender,
+        report: EvaluationReport,
+        run_tags: dict[str, str],
+        version_tags: dict[str, str],
+        extra_metrics: dict[str, float] | None,
+        artifacts: dict[str, Any] | None,
+    ) -> LoggedCandidate:
+        """Log the evaluation (metrics, report) and the pyfunc model in ``run_id``, then create
+        the registered version with its tags in one step (it never exists without them)."""
+        now = int(time.time() * 1000)
+        metrics = {**report.flat_metrics(), **(extra_metrics or {})}
+        points = [Metric(k, float(v), now, 0) for k, v in metrics.items() if math.isfinite(v)]
+        tags = [RunTag(k, v) for k, v in run_tags.items()]
+        self.client.log_batch(run_id, metrics=points[:1000], tags=tags)
+        for chunk in _chunks(points[1000:], 1000):
+            self.client.log_batch(run_id, metrics=chunk)
+        self.client.log_dict(run_id, report.to_dict(), "evaluation/report.json")
+        self.client.log_text(run_id, report.to_markdown(), "evaluation/report.md")
+        for name, value in (artifacts or {}).items():
+            self.client.log_dict(run_id, value, f"{name}.json")
+        model_id = self._log_model(run_id, recommender)
+        try:
+            self.client.create_registered_model(self.name)
+        except MlflowException as error:
+            if error.error_code not in {"RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"}:
+                raise
+        mv = self.client.create_model_version(
+            self.name, f"models:/{model_id}", run_id=run_id, tags=version_tags, model_id=model_id
+        )
+        version = str(mv.version)
+        return LoggedCandidate(
+            version, run_id, f"models:/{self.name}/{version}", self.experiment_id
+        )
+
+    def _log_model(self, run_id: str, recommender: Recommender) -> str:
+        """Log the pyfunc model (code + checkpoint) as an output of ``run_id``; its model id."""
+        model = mlflow.initialize_logged_model(
+            name=MODEL_ARTIFACT,
+            source_run_id=run_id,
+            params={k: _tag(v) for k, v in self.config.flat().items()},
+            experiment_id=self.experiment_id,
+        )
+        with tempfile.TemporaryDirectory(prefix="recloop-ckpt-") as tmp:
+            checkpoint = Path(tmp) / CHECKPOINT_NAME
+            recommender.save(checkpoint)
+            # Models from code: the logged model imports RecloopModel when loaded instead of
+            # unpickling an object, so it survives refactors of everything but that import.
+            script = Path(tmp) / "recloop_model.py"
+            script.write_text(MODEL_SCRIPT, encoding="utf-8")
+            with warnings.catch_warnings():
+                # An input example would make MLflow load and run the model once more.
+                warnings.filterwarnings("ignore", message=".*input example.*")
+                # mlflow.pyfunc.log_model with the run named: the model's MLmodel records the
+                # run, and the run lists the model as its output, with no active fluent run.
+                mlflow.models.Model.log(
+                    artifact_path=None,
+                    name=MODEL_ARTIFACT,
+                    flavor=mlflow.pyfunc,
+                    run_id=run_id,
+                    model_id=model.model_id,
+                    python_model=str(script),
+                    artifacts={"checkpoint": str(checkpoint)},
+                    signature=_signature(recommender),
+                    pip_requirements=_requirements(),
+                )
+        return model.model_id
+
+    def _complete(self, logged: LoggedCandidate, decision: Decision | None) -> LoggedCandidate:
+        """Move ``challenger`` onto the version, put its number in the run's name and the gate's
+        decision in its description, and attach the per-version plot."""
         self.client.set_registered_model_alias(self.name, CHALLENGER, logged.version)
+        run = self.client.get_run(logged.run_id)
+        self.client.update_run(logged.run_id, name=_with_version(run.info.run_name, logged.version))
+        if decision is not None:
+            self.client.set_tag(logged.run_id, RUN_NOTE, gate_note(logged.version, decision))
         try:
             self._log_history_plot(logged.run_id)
         except Exception as error:  # a missing picture must not block the gate
             logger.warning("no per-version plot for run %s: %s", logged.run_id, error)
         logger.info("registered %s version %s (run %s)", self.name, logged.version, logged.run_id)
         return logged
-
-    def _log_run(
-        self,
-        recommender: Recommender,
-        report: EvaluationReport,
-        tags: dict[str, str],
-        version_tags: dict[str, str],
-        extra_metrics: dict[str, float] | None,
-        artifacts: dict[str, Any] | None,
-        key: str | None,
-    ) -> LoggedCandidate:
-        """Log the candidate's run (params, metrics, report, pyfunc model) and register it."""
-        run_tags = {**tags, **{k: v for k, v in version_tags.items() if k != "metrics"}}
-        if key:
-            run_tags[CANDIDATE_KEY] = key
-        with mlflow.start_run(experiment_id=self.experiment_id) as run:
-            mlflow.set_tags(run_tags)
-            mlflow.log_params({name: _tag(value) for name, value in self.config.flat().items()})
-            metrics = {**report.flat_metrics(), **(extra_metrics or {})}
-            mlflow.log_metrics({name: float(value) for name, value in metrics.items()})
-            mlflow.log_dict(report.to_dict(), "evaluation/report.json")
-            mlflow.log_text(report.to_markdown(), "evaluation/report.md")
-            for name, value in (artifacts or {}).items():
-                mlflow.log_dict(value, f"{name}.json")
-            with tempfile.TemporaryDirectory(prefix="recloop-ckpt-") as tmp:
-                checkpoint = Path(tmp) / CHECKPOINT_NAME
-                recommender.save(checkpoint)
-                # Models from code: the logged model imports RecloopModel when loaded instead of
-                # unpickling an object, so it survives refactors of everything but that import.
-                script = Path(tmp) / "recloop_model.py"
-                script.write_text(MODEL_SCRIPT, encoding="utf-8")
-                with warnings.catch_warnings():
-                    # An input example would make MLflow load and run the model once more.
-                    warnings.filterwarnings("ignore", message=".*input example.*")
-                    info = mlflow.pyfunc.log_model(
-                        name=MODEL_ARTIFACT,
-                        python_model=str(script),
-                        artifacts={"checkpoint": str(checkpoint)},
-                        signature=_signature(recommender),
-                        pip_requirements=_requirements(),
-                        registered_model_name=self.name,
-                    )
-            run_id = run.info.run_id
-        version = str(info.registered_model_version)
-        uri = f"models:/{self.name}/{version}"
-        return LoggedCandidate(version, run_id, uri, self.experiment_id)
 
     def _log_history_plot(self, run_id: str) -> None:
         """Attach ``evaluation/<metric>_by_version.png`` to the run: the gate's metric of every
@@ -404,17 +655,30 @@ class Registry:
         return {"version": version, "previous": before, "changed": True, "at": when}
 
 
-def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
-    """A run's page in the MLflow UI: under the tracking server itself when it is one, else
-    under ``mlflow ui --backend-store-uri <uri>`` at its default address."""
-    page = f"#/experiments/{experiment_id}/runs/{run_id}"
+def ui_url(tracking_uri: str, page: str) -> str:
+    """A page of the MLflow UI, in its "Model training" view: the UI of MLflow 3 picks its view
+    from the URL's ``workflowType`` (else from the browser's last choice, GenAI at first), not
+    from the experiment's kind. Under the tracking server itself when it is one, else under
+    ``mlflow ui --backend-store-uri <uri>`` at its default address."""
+    page = f"#/{page.lstrip('#/')}?workflowType=machine_learning"
     if tracking_uri.startswith(("http://", "https://")):
         return f"{tracking_uri.rstrip('/')}/{page}"
     return f"http://127.0.0.1:5000/{page}"
 
 
+def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
+    """A run's page in the MLflow UI (see :func:`ui_url`)."""
+    return ui_url(tracking_uri, f"experiments/{experiment_id}/runs/{run_id}")
+
+
+def experiment_url(tracking_uri: str, experiment_id: str) -> str:
+    """An experiment's runs table in the MLflow UI (see :func:`ui_url`)."""
+    return ui_url(tracking_uri, f"experiments/{experiment_id}/runs")
+
+
 def _signature(recommender: Recommender) -> Any:
-    """Input ``user_id`` + ``history`` (list of str), CONTRACT §4 output, params k, exclude_seen."""
+    """Input ``user_id`` + ``history`` (list of str), the pyfunc output of docs/interfaces.md,
+    params ``k`` and ``exclude_seen``."""
     example_items = list(recommender.item_ids[:2])
     model_input = pd.DataFrame({"user_id": ["u1"], "history": [example_items]})
     model_output = predictions_frame(["u1"], [example_items], [[1.0] * len(example_items)])
@@ -443,13 +707,24 @@ def configure(home: Home, config: Config) -> Registry:
         home.mlartifacts.mkdir(parents=True, exist_ok=True)
         try:
             experiment_id = client.create_experiment(
-                name, artifact_location=home.mlartifacts.resolve().as_uri()
+                name,
+                artifact_location=home.mlartifacts.resolve().as_uri(),
+                tags={EXPERIMENT_KIND: CLASSIC_ML},
             )
         except MlflowException:  # created concurrently by another process
-            experiment_id = client.get_experiment_by_name(name).experiment_id
-    else:
+            experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
         experiment_id = experiment.experiment_id
+        _keep_classic(client, experiment)
     return Registry(home, config, uri, experiment_id)
+
+
+def _keep_classic(client: MlflowClient, experiment: Any) -> None:
+    """Tag an experiment created before the kind was set (or one whose kind the UI inferred, e.g.
+    ``genai_development_inferred``) as classic ML; a kind a user chose in the UI stays."""
+    kind = experiment.tags.get(EXPERIMENT_KIND, "")
+    if kind in ("", "no_inferred_type", "empty") or kind.endswith("_inferred"):
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, CLASSIC_ML)
 
 
 def log_benchmark(

@@ -165,8 +165,8 @@ def cycle_markdown(summary: dict[str, Any], primary: str = "ndcg_at_10") -> str:
         lines += [
             f"- MLflow run: [{mlflow_info['run_id']}]({mlflow_info.get('run_url', '')}) in "
             f"experiment {mlflow_info.get('experiment_id', '?')} of "
-            f"`{mlflow_info.get('tracking_uri', '')}` (artifacts: `evaluation/report.md`, "
-            f"`evaluation/{primary}_by_version.png`)",
+            f"`{mlflow_info.get('tracking_uri', '')}` (artifacts: this report as `report.md`, "
+            f"`evaluation/report.md`, `evaluation/{primary}_by_version.png`)",
             f"- model: `models:/{model}/{version}`",
         ]
         if not str(mlflow_info.get("tracking_uri", "")).startswith(("http://", "https://")):

@@ -37,7 +37,7 @@ class CycleData:
     focus_users: set[str] = field(default_factory=set)  # users active in the pending batches
     data_fingerprint: str = ""
     # The rows of train_interactions that arrived with the pending batches: an incremental update
-    # trains on these (plus a replay sample), not on the whole history again.
+    # trains on these (and its users' recent history), not on the whole history again.
     new_interactions: pd.DataFrame | None = None
     # Forgetting check: earlier events of users absent from the pending batches that both the
     # champion and the candidate trained on (see retention_cases).

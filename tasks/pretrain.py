@@ -111,7 +111,6 @@ def pretrain_encoder(
         out_dir,  # written under a temporary name, then renamed: never half-written
         config.encoder,
         config.seed,
-        train_top_layers=config.encoder.train_layers,
     )
     report = mlm.to_dict()
     report.update(out_dir=str(out_dir), change_share=share, started_from=str(start_from))

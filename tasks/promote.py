@@ -55,18 +55,21 @@ def promote_candidate(
     extra_metrics: dict[str, float] | None = None,
     artifacts: dict[str, Any] | None = None,
     candidate_key: str | None = None,
+    run_id: str | None = None,
 ) -> PromotionResult:
     """Log and register ``recommender`` as a candidate, gate it, and promote it if it passes.
 
     ``tags`` carry provenance (``batch_ids``, ``data_fingerprint``, ``parent_version``; the
     parent defaults to the current champion). ``extra_metrics`` (e.g. ``train_seconds``) are
-    logged on the run next to the report's metrics. ``candidate_key`` names this promotion
-    attempt: called again with the same key (a retry after a partial failure), it finishes the
-    version the first call registered instead of registering a second one.
+    logged on the run next to the report's metrics. ``run_id`` is the candidate's run, opened
+    before training (:meth:`recloop.registry.Registry.candidate_run`); without it the run is
+    opened and closed here. ``candidate_key`` names this promotion attempt: called again with
+    the same key or run (a retry after a partial failure), it finishes the version the first
+    call registered instead of registering a second one.
     """
     reg = registry.configure(home, config)
     before = reg.champion_version()
-    earlier = reg.find_candidate(candidate_key) if candidate_key else None
+    earlier = reg.find_candidate(candidate_key, run_id) if candidate_key or run_id else None
     if earlier is not None and before == earlier.version:
         # The earlier attempt got as far as promoting: the champion "before" is its parent.
         before = reg.version_info(earlier.version)["tags"].get("parent_version") or None
@@ -94,6 +97,7 @@ def promote_candidate(
         extra_metrics=extra_metrics,
         artifacts=artifacts,
         key=candidate_key,
+        run_id=run_id,
     )
     if decision.promote:
         reg.set_champion(logged.version, decision.reason)
@@ -110,28 +114,9 @@ def promote_candidate(
     )
 
 
-# Retries: registry writes go through SQLite or a server and can meet a transient lock.
-@task(name="promote", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
-def promote_task(
-    recommender: Recommender,
-    report: EvaluationReport,
-    config: Config,
-    home: Home,
-    tags: dict[str, Any],
-    extra_metrics: dict[str, float] | None = None,
-    artifacts: dict[str, Any] | None = None,
-) -> PromotionResult:
-    """Prefect task: :func:`promote_candidate`, keyed by the task run, so that a retry after
-    a partial failure (registered, but the alias or a tag not yet written) reuses the version."""
-    from prefect.runtime import task_run
-
-    return promote_candidate(
-        recommender,
-        report,
-        config,
-        home,
-        tags,
-        extra_metrics=extra_metrics,
-        artifacts=artifacts,
-        candidate_key=task_run.id,
-    )
+# Retries: registry writes go through SQLite or a server and can meet a transient lock. A retry
+# after a partial failure (registered, but the alias or a tag not yet written) finds the version
+# its candidate run already registered, so it creates no second run or version.
+promote_task = task(name="promote", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)(
+    promote_candidate
+)

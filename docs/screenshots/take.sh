@@ -11,21 +11,27 @@
 #   PREFECT_HOME  the Prefect home whose prefect.db holds the flow runs (default: $PREFECT_HOME,
 #                 else ~/.prefect).
 #
-# It writes, next to this script:
-#   mlflow-runs.png            the `recloop` experiment's runs table (run names, metric columns)
-#   mlflow-learning-curve.png  the newest run with a per-epoch metric: its "Model metrics" charts
-#   prefect-runs.png           Prefect's flow-runs list (names, tags, states)
-# and prints the URL of each. About 1-2 minutes (most of it the two servers starting).
+# It writes, next to this script (or into $SHOT_OUT):
+#   mlflow-runs.png            the `recloop` experiment's runs table: run names, registered model
+#                              versions, metric and tag columns ($SHOT_RUN_COLUMNS picks them)
+#   mlflow-learning-curve.png  the "Model metrics" tab of the newest run that logged a metric over
+#                              several steps (per-epoch curves), filtered to those metrics; the
+#                              newest run's charts when no run has one
+#   prefect-runs.png           Prefect's flow-runs list (flow and run names, states, tags)
+# and prints the URL of each. Takes about a minute (each server ~10 s to start, each shot
+# ~10 s); a shot waits at most 90 s for its page.
 #
 # How: it serves *copies* of the two SQLite databases (taken with SQLite's backup API, so a run in
 # progress is fine) from a temporary folder, so neither the servers' migrations nor the UIs' own
-# writes (MLflow's UI tags an experiment with its inferred kind) touch your state. It starts
+# writes (MLflow's UI may tag an experiment with its inferred kind) touch your state. It starts
 # `mlflow server` on 127.0.0.1:5055 and `prefect server start --no-services` on 127.0.0.1:4242
-# (override with SHOT_MLFLOW_PORT / SHOT_PREFECT_PORT), looks up the experiment and the runs
-# through MLflow's REST API, and drives headless Chromium over the DevTools protocol (shoot.py)
-# so each shot waits until the page has really rendered. Everything stays on 127.0.0.1: Chromium
-# resolves no other host name. The servers are stopped (by their PIDs, from a trap) on exit,
-# failure or Ctrl-C, and the temporary folder is removed.
+# (override with SHOT_MLFLOW_PORT / SHOT_PREFECT_PORT; it refuses ports already in use), reads
+# the experiment and its runs through MLflow's REST API (mlflow_lookup.py), and drives headless
+# Chromium over the DevTools protocol (shoot.py), so that each shot waits until the page has
+# really rendered and UI preferences can be set (MLflow's model-training view, the runs table's
+# columns, the assistant panel closed). Everything stays on 127.0.0.1: Chromium resolves no other
+# host name, and MLflow/Prefect telemetry is off. The servers are stopped (by their PIDs, from a
+# trap) on exit, on failure and on Ctrl-C, and the temporary folder is removed.
 #
 # Prerequisites:
 #   apt-get install -y chromium        (Debian's; or set CHROMIUM=/path/to/chrome)
@@ -48,6 +54,10 @@ PREFECT_DIR=${2:-${PREFECT_HOME:-$HOME/.prefect}}
 MLFLOW_PORT=${SHOT_MLFLOW_PORT:-5055}
 PREFECT_PORT=${SHOT_PREFECT_PORT:-4242}
 EXPERIMENT=${SHOT_EXPERIMENT:-recloop}
+FLOW_NAME=${SHOT_FLOW:-feedback-loop}
+# Runs-table columns (metrics.KEY, tags.KEY, params.KEY; about four fit in 1600 px): those no run
+# has are left out.
+RUN_COLUMNS=${SHOT_RUN_COLUMNS:-metrics.ndcg_at_10 metrics.recall_at_10 metrics.champion_ndcg_at_10 tags.gate}
 OUT=${SHOT_OUT:-$HERE}
 MLFLOW_URL=http://127.0.0.1:$MLFLOW_PORT
 PREFECT_URL=http://127.0.0.1:$PREFECT_PORT
@@ -140,43 +150,26 @@ start prefect env -u PREFECT_API_URL -u PREFECT_API_KEY -u PREFECT_PROFILE \
 wait_for mlflow "$MLFLOW_URL/health" 120
 wait_for prefect "$PREFECT_URL/api/health" 180
 
-# What to show, from MLflow's REST API: the experiment; the newest runs; among them the newest
-# one that logged a metric over several steps (a per-epoch curve), else the newest.
-IFS=$'\t' read -r EXP_ID RUN_ID RUN_NAME WAIT_RUNS WAIT_METRIC < <(
-  "$PY" - "$MLFLOW_URL" "$EXPERIMENT" <<'EOF'
-import json, sys, urllib.parse, urllib.request
-
-base, name = sys.argv[1], sys.argv[2]
-def api(path, body=None):
-    req = urllib.request.Request(base + path, data=json.dumps(body).encode() if body else None,
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as r:
-        return json.load(r)
-exp = api("/api/2.0/mlflow/experiments/get-by-name?"
-          + urllib.parse.urlencode({"experiment_name": name}))["experiment"]["experiment_id"]
-runs = api("/api/2.0/mlflow/runs/search", {"experiment_ids": [exp], "max_results": 100,
-           "order_by": ["attributes.start_time DESC"]}).get("runs", [])
-if not runs:
-    sys.exit(f"experiment {name!r} has no runs")
-def curves(run):
-    return [m["key"] for m in run["data"].get("metrics", []) if int(m.get("step", 0)) > 0]
-chosen = next((r for r in runs if curves(r)), runs[0])
-metric = (curves(chosen) or [m["key"] for m in chosen["data"].get("metrics", [])] or ["-"])[0]
-# Text the runs table must show before its shot: the newest run's name.
-print(exp, chosen["info"]["run_id"], chosen["info"].get("run_name", ""),
-      runs[0]["info"].get("run_name", ""), metric, sep="\t")
-EOF
+# What to show, from MLflow's REST API (see mlflow_lookup.py): the experiment, the run for the
+# learning curve and its multi-step metrics, the run table's columns.
+IFS=$'\x1f' read -r EXP_ID RUN_ID RUN_NAME NEWEST_NAME SOME_METRIC CURVES VIEW_STATE < <(
+  "$PY" "$HERE/mlflow_lookup.py" "$MLFLOW_URL" "$EXPERIMENT" "$RUN_COLUMNS"
 ) || die "could not read experiment '$EXPERIMENT' from $MLFLOW_URL"
-log "experiment $EXPERIMENT = $EXP_ID; learning curve from run $RUN_ID '$RUN_NAME' (metric $WAIT_METRIC)"
+log "experiment $EXPERIMENT = $EXP_ID; learning curve from run $RUN_ID '$RUN_NAME'" \
+  "(multi-step metrics: ${CURVES:-none})"
 
 # MLflow 3's UI opens on its GenAI pages with an assistant panel and hint pop-ups the first time;
-# these local-storage entries say "model training view, panel closed, hints seen".
-MLFLOW_STORAGE=(
+# these local-storage entries say "model training view, assistant closed, hints seen", and give
+# the runs table its columns (MLflow shows no metric column until one is picked in "Columns").
+# Should the assistant panel be open all the same, its close button is clicked.
+MLFLOW_BROWSER=(
   --local-storage 'mlflow.workflowType_v1="machine_learning"'
   --local-storage 'mlflow.assistant.panelOpen_v1=false'
   --local-storage 'mlflow.assistant.fab.autoOpenedOnFirstLoad_v1=true'
   --local-storage 'mlflow.detectIssues.guidanceShown_v1=true'
   --local-storage 'mlflow.flagForReview.guidanceShown_v1=true'
+  --local-storage "MLflowLocalStorage-1.1-ExperimentPage-[\"$EXP_ID\"]-ReactComponentState=$VIEW_STATE"
+  --click-css '[data-component-id="mlflow.assistant.chat_panel.close"]'
 )
 
 STATUS=0
@@ -186,16 +179,23 @@ shot() {  # shot OUT.png URL [shoot.py options...]
   if ((rc == 1)); then STATUS=1; elif ((rc != 0 && STATUS == 0)); then STATUS=$rc; fi
 }
 
-URL_RUNS="$MLFLOW_URL/#/experiments/$EXP_ID/runs?workflowType=machine_learning&compareRunsMode=TABLE"
-shot "$OUT/mlflow-runs.png" "$URL_RUNS" "${MLFLOW_STORAGE[@]}" \
-  --wait-text "$WAIT_RUNS" --wait-text "matching runs"
+URL_RUNS="$MLFLOW_URL/#/experiments/$EXP_ID/runs?workflowType=machine_learning"
+shot "$OUT/mlflow-runs.png" "$URL_RUNS" "${MLFLOW_BROWSER[@]}" \
+  --wait-text "$NEWEST_NAME" --wait-text "matching run"
 
+# The run's "Model metrics" tab charts every metric; when some have several steps, the charts'
+# search box (a regular expression) keeps just those curves.
 URL_CURVE="$MLFLOW_URL/#/experiments/$EXP_ID/runs/$RUN_ID/model-metrics?workflowType=machine_learning"
-shot "$OUT/mlflow-learning-curve.png" "$URL_CURVE" "${MLFLOW_STORAGE[@]}" \
-  --wait-text "$RUN_NAME" --wait-text "$WAIT_METRIC"
+CURVE_FILTER=()
+[[ -n $CURVES ]] && CURVE_FILTER=(--type 'input[placeholder="Search metric charts"]' "$CURVES")
+shot "$OUT/mlflow-learning-curve.png" "$URL_CURVE" "${MLFLOW_BROWSER[@]}" "${CURVE_FILTER[@]}" \
+  --wait-text "$RUN_NAME" --wait-text "$SOME_METRIC"
 
 URL_PREFECT="$PREFECT_URL/runs"
-shot "$OUT/prefect-runs.png" "$URL_PREFECT" --wait-text "Flow Runs" --wait-text "feedback-loop"
+# Scrolled past the filters and the duration chart to the list itself.
+shot "$OUT/prefect-runs.png" "$URL_PREFECT" --wait-text "Runs" --wait-text "$FLOW_NAME" \
+  --scroll-css '.list-header'
+
 
 log "done (status $STATUS):"
 printf '  %s\n    <- %s\n' "$OUT/mlflow-runs.png" "$URL_RUNS" \

@@ -202,7 +202,8 @@ def test_unreadable_files_are_quarantined_naming_the_file(home: Home, tmp_path: 
     result = land_batch(home, latin1)
     assert result.status == "quarantined"
     reason = "latin1.csv: file must be readable (UnicodeDecodeError: 'utf-8' codec can't decode"
-    assert reason in result.message and result.message.endswith("(file_is_readable)")
+    assert reason in result.message
+    assert result.message.endswith(f"(file_is_readable); report: {result.path}/report.md")
     assert (result.path / "received" / "latin1.csv").read_bytes() == latin1.read_bytes()
 
     broken = tmp_path / "broken.parquet"

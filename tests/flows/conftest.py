@@ -16,10 +16,9 @@ TINY_CONFIG = {
         "head_warmup_steps": 0,
         "batch_size": 8,
         "max_length": 32,
-        "embed_batch_size": 64,
     },
     "model": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "max_seq_len": 20},
-    "train": {"epochs": 4, "finetune_epochs": 2, "patience": 2, "replay_size": 200},
+    "train": {"epochs": 4, "finetune_epochs": 2, "patience": 2},
 }
 
 

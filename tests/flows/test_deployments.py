@@ -55,6 +55,13 @@ def test_prefect_deploy_all_creates_the_deployments(prefect_server: None) -> Non
         "full-retrain/on-demand": [],
     }
     assert all(s.active for d in deployments.values() for s in d.schedules)
+    # Their runs are tagged with the kind of training from the moment they are scheduled.
+    assert {name: sorted(d.tags) for name, d in deployments.items()} == {
+        "feedback-loop/scheduled": ["recloop", "training:incremental"],
+        "feedback-loop/on-batch-landed": ["recloop", "training:incremental"],
+        "pretrain-encoder/scheduled": ["recloop", "training:pretrain"],
+        "full-retrain/on-demand": ["recloop", "training:full-retrain"],
+    }
 
     # The data-arrival trigger runs the loop with the batch id (and the home) from the event.
     [automation] = [a for a in automations if a.name.startswith("on-batch-landed")]

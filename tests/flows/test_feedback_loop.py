@@ -46,6 +46,33 @@ def _registry(home: Path):
     return MlflowClient()
 
 
+def _assert_candidate_run(client, version, summary: dict, name: str) -> None:
+    """What the MLflow UI shows of a cycle's candidate (real SQLite store, no mocks)."""
+    run = client.get_run(version.run_id)
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert run.info.run_name == name and run.info.status == "FINISHED"
+    # The run lasts at least as long as the fine-tune it holds (it was open around it).
+    metrics = run.data.metrics
+    assert (run.info.end_time - run.info.start_time) / 1000 >= metrics["train_seconds"] > 0
+    for key in ("ndcg_at_10", "recall_at_10", "popularity_ndcg_at_10", "train_seconds"):
+        assert key in metrics
+    assert ("champion_ndcg_at_10" in metrics) == ("champion" in summary["metrics"]["rows"])
+    curve = client.get_metric_history(run.info.run_id, "val_ndcg_at_10")
+    assert len(curve) > 1 and len({m.step for m in curve}) == len(curve)
+    assert client.get_metric_history(run.info.run_id, "train_loss")
+    note = run.data.tags["mlflow.note.content"]
+    assert summary["reason"] in note and ("Gate passed" in note) == summary["promoted"]
+    (dataset,) = run.inputs.dataset_inputs
+    assert dataset.dataset.name == "interactions"
+    assert dataset.dataset.digest == version.tags["data_fingerprint"]
+    assert [t.value for t in dataset.tags if t.key == "mlflow.data.context"] == ["training"]
+    report_md = client.download_artifacts(run.info.run_id, "report.md")
+    text = Path(report_md).read_text(encoding="utf-8")
+    assert "Decision:" in text and summary["reason"] in text
+    assert f"candidate version {version.version}" in text
+
+
 def test_feedback_loop_lands_trains_evaluates_and_promotes(
     prefect_server: None, tiny_config: Path, tmp_path: Path
 ) -> None:
@@ -73,6 +100,9 @@ def test_feedback_loop_lands_trains_evaluates_and_promotes(
     assert v1.tags["gate"] in {"passed", "failed"}
     assert v1.tags["reason"] == first["reason"]
     assert str(client.get_model_version_by_alias("recloop", "challenger").version) == "1"
+    # No champion yet: trained from scratch, in a run opened before training.
+    batch = first["landed"][0]["batch_id"][:8]
+    _assert_candidate_run(client, v1, first, f"v1 from-scratch batch {batch}")
 
     second = feedback_loop(
         batch_files=[str(staged[1][0])],
@@ -83,6 +113,8 @@ def test_feedback_loop_lands_trains_evaluates_and_promotes(
     assert second["version"] == "2"
     v2 = client.get_model_version("recloop", "2")
     assert v2.tags["batch_ids"] == second["landed"][0]["batch_id"]
+    kind = "incremental" if v2.tags["warm_start"] == "true" else "from-scratch"
+    _assert_candidate_run(client, v2, second, f"v2 {kind} batch {v2.tags['batch_ids'][:8]}")
     # Visible in the UIs: the flow run's Markdown artifact and the run's report and plot.
     published = _cycle_artifacts()[-1]
     assert "candidate version 2" in published and second["reason"] in published

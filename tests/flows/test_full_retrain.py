@@ -68,6 +68,11 @@ def test_full_retrain_trains_from_scratch_on_every_batch(
     assert version.tags["warm_start"] == "false"
     assert version.tags["batch_ids"] == ",".join(batch_ids)
     assert version.tags["parent_version"] == champion_before
+    run = client.get_run(version.run_id)
+    first, last = batch_ids[0][:8], batch_ids[-1][:8]
+    assert run.info.run_name == f"v3 full-retrain 2 batches {first}..{last}"
+    assert out["reason"] in run.data.tags["mlflow.note.content"]
+    assert len(client.get_metric_history(version.run_id, "val_ndcg_at_10")) > 1
     recommender = registry.configure(home, load_config(tiny_config)).load_version("3")
     assert recommender.metadata["trained_batches"] == batch_ids
     assert recommender.metadata["warm_start"] is False
@@ -134,4 +139,5 @@ def test_retrain_command_refuses_a_quarantined_dataset(
 
     missing = CliRunner().invoke(app, [*args, "--data", str(tmp_path / "nowhere")])
     assert missing.exit_code == 1
-    assert "recloop: " in missing.output and "interactions" in missing.output
+    assert missing.output.startswith("recloop: ") and "nowhere" in missing.output
+    assert "does not exist" in missing.output  # the folder, not a file in it

@@ -1,8 +1,8 @@
 """A Prefect retry of the promotion after a partial failure registers the candidate once.
 
-``tasks.promote.promote_task`` keys each promotion attempt by its task run id; this checks, under
-a real Prefect server, that a retried task run keeps that id, so the key finds the version the
-failed try registered.
+The cycle opens the candidate's MLflow run before training and hands its id to the promote task
+(``tasks.promote.promote_task``); this checks, under a real Prefect server and a real SQLite
+store, that a retried task finds the version its run registered: one run, one version.
 """
 
 from __future__ import annotations
@@ -31,27 +31,32 @@ def test_a_retried_promote_task_registers_one_version(
     # Set through monkeypatch so that it is unset again after the test (configure() exports it).
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home.mlflow_db}")
     config = Config()
-    keys: list[str] = []
+    tries: list[int] = []
 
-    # The same call and key as promote_task, then a failure on the first try: the version is
-    # registered and promoted, but the task run fails and Prefect retries it.
+    # The same call as promote_task, then a failure on the first try: the version is registered
+    # and promoted, but the task run fails and Prefect retries it.
     @task(retries=1, retry_delay_seconds=0, cache_policy=NO_CACHE)
-    def promote_then_fail_once() -> str:
-        keys.append(str(task_run.id))
+    def promote_then_fail_once(run_id: str) -> str:
+        tries.append(task_run.run_count)
         result = promote_candidate(
             tiny_recommender(0), report(0.05, None, 0.02), config, home,
-            tags={"batch_ids": "b1"}, candidate_key=task_run.id,
+            tags={"batch_ids": "b1"}, run_id=run_id,
         )  # fmt: skip
         if task_run.run_count == 1:
             raise ConnectionError("registry went away after registering")
         return result.version
 
     @flow
-    def cycle() -> str:
-        return promote_then_fail_once()
+    def cycle() -> tuple[str, str]:
+        reg = registry.configure(home, config)
+        with reg.candidate_run("from-scratch", ["b1"]) as run:
+            return promote_then_fail_once(run.run_id), run.run_id
 
-    version = cycle()
-    assert len(keys) == 2 and keys[0] == keys[1] and keys[0] != "None"
+    version, run_id = cycle()
+    assert tries == [1, 2]
     reg = registry.configure(home, config)
     assert [v["version"] for v in reg.list_versions()] == [version] == ["1"]
     assert reg.champion_version() == "1"
+    (only,) = reg.client.search_runs([reg.experiment_id])
+    assert only.info.run_id == run_id and only.info.status == "FINISHED"
+    assert only.info.run_name == "v1 from-scratch batch b1"

@@ -39,12 +39,7 @@ STARTUP_SECONDS = 180  # server and serve, on a busy 2-core machine
 RUN_SECONDS = 300  # one triggered run: subprocess start, then a tiny-config cycle (~40 s alone)
 # Never due while a test runs, so only the triggers start runs.
 NEVER = "0 0 1 1 *"
-ORCHESTRATION = {
-    "feedback_cron": NEVER,
-    "pretrain_cron": NEVER,
-    "watch_settle": 0.5,
-    "watch_interval": 0.5,
-}
+ORCHESTRATION = {"feedback_cron": NEVER, "pretrain_cron": NEVER}
 
 
 def _free_port() -> int:
@@ -280,6 +275,11 @@ def test_ingest_announces_the_batch_and_the_served_loop_learns_it(stack: Stack) 
     _check_version(tags, batch_id)
     champion = stack.registry().get_model_version_by_alias("recloop", "champion").version
     assert (str(version) == str(champion)) == (tags["gate"] == "passed")
+    # The run says which home, batch, training and version it was, in the UI's list.
+    outcome = "promoted" if tags["gate"] == "passed" else "not promoted"
+    assert run.name == f"incremental · batch {batch_id[:8]} · v{version} {outcome}"
+    assert {"recloop", f"home:{stack.home.name}", "training:incremental"} <= set(run.tags)
+    assert {f"batch:{batch_id[:8]}", f"version:{version}"} <= set(run.tags)
 
 
 def test_a_batch_dropped_into_the_landing_folder_is_landed_and_learned(stack: Stack) -> None:

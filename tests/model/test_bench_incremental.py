@@ -19,7 +19,7 @@ SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
 
 TINY = {
     "model": {"hidden_size": 16, "num_layers": 1, "max_seq_len": 20},
-    "train": {"epochs": 4, "patience": 2, "finetune_epochs": 2, "replay_size": 100},
+    "train": {"epochs": 4, "patience": 2, "finetune_epochs": 2},
     "encoder": {"enabled": False},
 }
 

@@ -23,13 +23,7 @@ from recloop.protocols import temporal_split
 pytestmark = pytest.mark.model
 
 # A few MLM steps on short texts: the pipeline is under test here, not the adaptation's size.
-TINY_ENCODER = {
-    "max_length": 24,
-    "max_steps": 3,
-    "head_warmup_steps": 10,
-    "head_warmup_tokens": 512,
-    "eval_max_texts": 12,
-}
+TINY_ENCODER = {"max_length": 24, "max_steps": 3, "head_warmup_steps": 10}
 # A small recommender for a few epochs: enough to rank the simulated shop above popularity.
 TINY_MODEL = {
     "model": {"hidden_size": 32, "num_layers": 1, "max_seq_len": 20},

@@ -74,17 +74,19 @@ def test_collator_masks_about_fifteen_percent(tokenizer) -> None:
 PREFIXES = ("new", "classic", "deluxe", "compact", "vintage", "premium", "budget", "travel")
 REPETITIVE = [f"{p} {t}" for p in PREFIXES for t in CORPUS]
 TINY = EncoderConfig(
-    max_length=16,
-    max_steps=20,
-    batch_size=8,
-    learning_rate=2e-4,
-    eval_fraction=0.3,
-    head_warmup_steps=40,
-    head_learning_rate=3e-3,
-    head_warmup_tokens=512,
+    max_length=16, max_steps=20, batch_size=8, learning_rate=2e-4, head_warmup_steps=40
 )
 
 
+@pytest.fixture
+def tiny_recipe(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A larger held-out share and a smaller head warm-up sample than a real catalogue's, so the
+    48 texts of :data:`REPETITIVE` give enough of each."""
+    monkeypatch.setattr(pretraining, "EVAL_FRACTION", 0.3)
+    monkeypatch.setattr(pretraining, "HEAD_WARMUP_TOKENS", 512)
+
+
+@pytest.mark.usefixtures("tiny_recipe")
 def test_pretraining_lowers_perplexity_and_saves_an_encoder(tmp_path: Path) -> None:
     report = pretrain_mlm(REPETITIVE, base_encoder_path(), tmp_path / "enc", TINY, seed=3)
     assert report.steps == 20 and report.n_eval_texts >= 10
@@ -115,6 +117,7 @@ def test_pretraining_lowers_perplexity_and_saves_an_encoder(tmp_path: Path) -> N
     assert again.perplexity_before == pytest.approx(report.perplexity_after, rel=1e-4)
 
 
+@pytest.mark.usefixtures("tiny_recipe")
 def test_head_warmup_fits_the_head_and_leaves_the_encoder_alone(tokenizer) -> None:
     from transformers import BertForMaskedLM
 
@@ -124,7 +127,10 @@ def test_head_warmup_fits_the_head_and_leaves_the_encoder_alone(tokenizer) -> No
     features = tokenize_for_mlm(tokenizer, train, TINY.max_length)
     held_features = tokenize_for_mlm(tokenizer, held, TINY.max_length)
     held_out = pretraining._masked_states(
-        model, mlm_collator(tokenizer, TINY.mlm_probability, 3), held_features, TINY.batch_size
+        model,
+        mlm_collator(tokenizer, pretraining.MLM_PROBABILITY, 3),
+        held_features,
+        TINY.batch_size,
     )
     encoder_before = {k: v.clone() for k, v in model.bert.state_dict().items()}
     head_before = {k: v.clone() for k, v in model.cls.state_dict().items()}
@@ -168,8 +174,9 @@ def test_split_texts_caps_the_held_out_share() -> None:
     assert len(split_texts(texts, 0.2, seed=1)[1]) == 20
 
 
-def test_embeddings_are_cached(tmp_path: Path) -> None:
-    config = EncoderConfig(max_length=32, embed_batch_size=4)
+def test_embeddings_are_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(encoder, "EMBED_BATCH_SIZE", 4)  # several batches
+    config = EncoderConfig(max_length=32)
     first = TextEmbedder(base_encoder_path(), tmp_path, config)
     vectors = first.embed(CORPUS + CORPUS[:2])  # duplicates are encoded once
     assert vectors.shape == (8, 384) and vectors.dtype == np.float32
@@ -189,9 +196,8 @@ def test_embeddings_are_cached(tmp_path: Path) -> None:
     assert len(list(tmp_path.glob("*.npz"))) == 1
 
 
-def _fake_pretrain(texts, base_path, out_dir, config, seed, train_top_layers):
+def _fake_pretrain(texts, base_path, out_dir, config, seed):
     """Stands in for MLM (the decision is under test here): writes an encoder-like folder."""
-    assert train_top_layers == config.train_layers
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True)
     (out_dir / "config.json").write_text(json.dumps({"hidden_size": 384, "from": str(base_path)}))

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +73,13 @@ def test_register_gate_alias_and_serve_by_alias(env, tmp_path):
     assert run.data.metrics["popularity_ndcg_at_10"] == pytest.approx(0.02)
     assert run.data.metrics["train_seconds"] == pytest.approx(1.5)
     assert run.data.params["model.hidden_size"] == str(config.model.hidden_size)
+    # Opened and closed by promote_candidate: named from its tags, the gate in its description.
+    assert run.info.run_name == f"v{first.version} candidate batch b1"
+    assert run.info.status == "FINISHED"
+    assert "Gate passed" in run.data.tags["mlflow.note.content"]
+    second_run = reg.client.get_run(second.run_id)
+    assert two["tags"]["reason"] in second_run.data.tags["mlflow.note.content"]
+    assert "Gate failed" in second_run.data.tags["mlflow.note.content"]
     artifacts = {a.path for a in reg.client.list_artifacts(first.run_id, "evaluation")}
     assert artifacts == {
         "evaluation/report.json",
@@ -176,7 +184,11 @@ def test_a_retried_promotion_reuses_the_version_it_registered(env, tmp_path):
     )  # fmt: skip
     assert other.version != partial.version and not other.promoted
     assert [v["version"] for v in reg.list_versions()] == [partial.version, other.version]
-    assert other.run_url.endswith(f"#/experiments/{reg.experiment_id}/runs/{other.run_id}")
+    assert other.run_url == (  # in the UI's "Model training" view, not its GenAI one
+        f"http://127.0.0.1:5000/#/experiments/{reg.experiment_id}/runs/{other.run_id}"
+        "?workflowType=machine_learning"
+    )
+    assert reg.experiment_url().endswith("/runs?workflowType=machine_learning")
 
     # The per-version plot of the second run covers both versions, candidate vs champion vs
     # baselines: the numbers it was drawn from are the runs' metrics.
@@ -216,3 +228,128 @@ def test_a_second_home_in_the_same_process_gets_its_own_store(tmp_path: Path) ->
     first, second = get_home(tmp_path / "a"), get_home(tmp_path / "b")
     registry.configure(first, Config())
     assert registry.tracking_uri(second) == f"sqlite:///{second.mlflow_db}"
+
+
+def test_a_candidate_run_spans_training_and_shows_what_it_is(env, tmp_path):
+    """The run a cycle opens before training: classic-ML experiment, a name with version, kind
+    and batch, a duration that covers training, a learning curve, metric columns, the gate in its
+    description, the training data as a dataset input; a retried promotion reuses it."""
+    home, config = env
+    config = dataclasses.replace(
+        config, registry=dataclasses.replace(config.registry, model_name="spans")
+    )
+    reg = registry.configure(home, config)
+    experiment = reg.client.get_experiment(reg.experiment_id)
+    assert (
+        experiment.tags[registry.EXPERIMENT_KIND]
+        == registry.CLASSIC_ML
+        == ("custom_model_development")
+    )
+    interactions = pd.DataFrame(
+        {"user_id": ["u1", "u1", "u2"], "item_id": ["i1", "i2", "i3"], "timestamp": [1, 2, 3]}
+    )
+    history = [
+        {"epoch": 0, "train_loss": None, "val": 0.01, "steps": 0},
+        {"epoch": 1, "train_loss": 2.5, "val": 0.03, "steps": 4},
+        {"epoch": 2, "train_loss": 2.1, "val": 0.04, "steps": 8},
+    ]
+    tags = {"training": "incremental", "batch_ids": "ac1eb9e2deadbeef", "data_fingerprint": "f1"}
+    with reg.candidate_run("from-scratch", ["ac1eb9e2deadbeef"], tags) as run:
+        assert reg.client.get_run(run.run_id).info.run_name == "from-scratch batch ac1eb9e2"
+        run.log_training_data(interactions, "f1", home.archive)
+        time.sleep(0.2)  # "training"
+        trained_ms = time.time() * 1000
+        run.rename("incremental")
+        assert run.log_learning_curve(history) == 5
+        run.log_metrics({"train_seconds": 0.2, "best_epoch": None})
+        promoted = promote_candidate(
+            tiny_recommender(0), report(0.05, 0.04, 0.02), config, home, tags,
+            run_id=run.run_id, candidate_key="task-1",
+        )  # fmt: skip
+        # Prefect retries the task after a partial failure: same run, same version.
+        again = promote_candidate(
+            tiny_recommender(0), report(0.05, 0.04, 0.02), config, home, tags,
+            run_id=run.run_id, candidate_key="task-1",
+        )  # fmt: skip
+        assert (again.version, again.run_id) == (promoted.version, run.run_id)
+        assert again.champion_version_before is None
+        run.log_text("# cycle\n\nDecision: promoted\n", "report.md")
+        assert reg.client.get_run(run.run_id).info.status == "RUNNING"
+    assert promoted.run_id == run.run_id and promoted.promoted
+    assert [v["version"] for v in reg.list_versions()] == ["1"]
+    assert reg.version_info("1")["tags"]["gate"] == "passed"
+    assert len(reg.client.search_runs([reg.experiment_id], "tags.data_fingerprint = 'f1'")) == 1
+
+    done = reg.client.get_run(run.run_id)
+    assert done.info.run_name == "v1 incremental batch ac1eb9e2"
+    assert done.data.tags["mlflow.runName"] == done.info.run_name
+    assert done.info.status == "FINISHED"
+    assert done.info.start_time <= trained_ms <= done.info.end_time
+    curve = reg.client.get_metric_history(run.run_id, "train_loss")
+    assert [(m.step, m.value) for m in curve] == [(1, 2.5), (2, 2.1)]
+    val = reg.client.get_metric_history(run.run_id, "val_ndcg_at_10")
+    assert [m.step for m in val] == [0, 1, 2]
+    metrics = done.data.metrics
+    for key in ("ndcg_at_10", "recall_at_10", "champion_ndcg_at_10", "popularity_ndcg_at_10"):
+        assert key in metrics
+    assert metrics["train_seconds"] == pytest.approx(0.2) and "best_epoch" not in metrics
+    note = done.data.tags["mlflow.note.content"]
+    assert "Gate passed" in note and promoted.decision.reason in note
+    (dataset,) = done.inputs.dataset_inputs
+    assert (dataset.dataset.name, dataset.dataset.digest) == ("interactions", "f1")
+    assert {t.key: t.value for t in dataset.tags}["mlflow.data.context"] == "training"
+    assert json.loads(dataset.dataset.profile)["num_rows"] == 3
+    files = {a.path for a in reg.client.list_artifacts(run.run_id)}
+    assert {"report.md", "evaluation"} <= files
+    (model,) = done.outputs.model_outputs  # the registered model is the run's output
+    assert reg.version_info("1")["source"] == f"models:/{model.model_id}"
+
+
+def test_a_step_that_raises_fails_the_run_and_registers_nothing(env):
+    home, config = env
+    config = dataclasses.replace(
+        config, registry=dataclasses.replace(config.registry, model_name="raises")
+    )
+    reg = registry.configure(home, config)
+    opened = reg.candidate_run("full-retrain", ["0b1c2d3e44", "ac1eb9e2ff"])
+    with pytest.raises(RuntimeError, match="out of memory"), opened as run:
+        raise RuntimeError("out of memory")
+    failed = reg.client.get_run(run.run_id)
+    assert failed.info.status == "FAILED" and failed.info.end_time
+    assert failed.info.run_name == "full-retrain 2 batches 0b1c2d3e..ac1eb9e2"
+    assert "out of memory" in failed.data.tags["mlflow.note.content"]
+    assert reg.list_versions() == []
+
+
+def test_experiments_are_classic_ml_even_when_created_before(env, tmp_path):
+    """An experiment without the kind, or with one the UI inferred, is tagged classic ML; the
+    benchmarks' experiment too."""
+    home, config = env
+    reg = registry.configure(home, config)
+    old = reg.client.create_experiment("older", artifact_location=tmp_path.as_uri())
+    reg.client.set_experiment_tag(old, registry.EXPERIMENT_KIND, "genai_development_inferred")
+    older = dataclasses.replace(
+        config, registry=dataclasses.replace(config.registry, experiment="older")
+    )
+    assert registry.configure(home, older).experiment_id == old
+    assert reg.client.get_experiment(old).tags[registry.EXPERIMENT_KIND] == registry.CLASSIC_ML
+
+    note = tmp_path / "bench.md"
+    note.write_text("# bench\n", encoding="utf-8")
+    run_id = registry.log_benchmark("quality", {}, {"ndcg_at_10": [0.1, 0.2]}, [note], config, home)
+    bench = reg.client.get_experiment(reg.client.get_run(run_id).info.experiment_id)
+    assert bench.name == "recloop-benchmarks"
+    assert bench.tags[registry.EXPERIMENT_KIND] == registry.CLASSIC_ML
+
+
+def test_run_names_say_version_kind_and_batches():
+    assert registry.run_name("incremental", ["ac1eb9e2deadbeef"]) == "incremental batch ac1eb9e2"
+    assert registry.run_name("from-scratch", ["a" * 16], "1") == "v1 from-scratch batch aaaaaaaa"
+    assert registry.run_name("full-retrain", ["b1", "b2", "b3"], "5") == (
+        "v5 full-retrain 3 batches b1..b3"
+    )
+    assert registry.run_name("incremental", []) == "incremental no batch"
+    assert registry.training_kind("incremental", warm_start=True) == "incremental"
+    assert registry.training_kind("incremental", warm_start=False) == "from-scratch"
+    assert registry.training_kind("full-retrain", warm_start=False) == "full-retrain"
+    assert registry.batch_list('["b1", "b2"]') == ["b1", "b2"] == registry.batch_list("b1,b2")

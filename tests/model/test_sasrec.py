@@ -32,7 +32,6 @@ def _recommender(n_items: int = 20, seed: int = 0, **overrides: object) -> Recom
         "num_layers": 1,
         "num_heads": 2,
         "dropout": 0.0,
-        "id_dropout": 0.0,
         "max_seq_len": 8,
     }
     config = RecommenderConfig(**{**settings, **overrides})
@@ -78,9 +77,8 @@ def test_linear_cross_entropy_matches_the_full_logits(chunk: int) -> None:
     assert got_rows.shape == (7,) and torch.allclose(got_rows, rows, atol=1e-5)
 
 
-@pytest.mark.parametrize("temperature", [0.0, 0.1])
-def test_training_loss_equals_the_forward_loss(temperature: float) -> None:
-    model = _recommender(temperature=temperature).model.train()
+def test_training_loss_equals_the_forward_loss() -> None:
+    model = _recommender().model.train()
     x = torch.tensor([[0, 0, 3, 4, 5], [1, 2, 3, 4, 5]])
     y = torch.tensor([[0, 0, 4, 5, 20], [2, 3, 4, 5, 6]])
     _, expected = model(x, y)
@@ -149,52 +147,23 @@ def test_new_item_scores_from_text_alone() -> None:
     assert rec.popularity[-1] == 0
 
 
-def test_shrink_perturb_scales_trained_weights_towards_a_fresh_initialisation() -> None:
+def test_shrink_weights_scales_every_trained_weight() -> None:
     rec = _recommender()
     model = rec.model
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     text = model.text_emb.clone()
-    model.shrink_perturb(1.0, 0.0)  # the parent as it is
+    model.shrink_weights(1.0)  # the parent as it is
     for name, param in model.named_parameters():
         assert torch.equal(param, before[name])
 
-    model.shrink_perturb(0.5, 0.0)
+    model.shrink_weights(0.5)
     for name, param in model.named_parameters():
         torch.testing.assert_close(param, 0.5 * before[name])
     assert torch.equal(model.text_emb, text)  # the encoder's vectors are not weights to shrink
-
-    torch.manual_seed(3)
-    model.shrink_perturb(0.5, 0.1)
-    torch.manual_seed(3)
-    fresh = dict(SeqRec(model.config, model.num_items, model.text_dim).named_parameters())
-    for name, param in model.named_parameters():
-        expected = 0.25 * before[name] + 0.1 * fresh[name]
-        if name == "id_emb.weight":
-            expected[PAD] = 0.0  # padding stays padding
-        torch.testing.assert_close(param, expected)
-    with pytest.raises(ValueError):
-        model.shrink_perturb(0.0, 0.0)
-    with pytest.raises(ValueError):
-        model.shrink_perturb(0.5, -0.1)
-
-
-def test_id_dropout_leaves_whole_id_embeddings_out_in_training_only() -> None:
-    model = _recommender(n_items=400, id_dropout=0.5).model
-    with torch.no_grad():
-        text = model.text_repr()[1:]
-        full = text + model.id_emb.weight[1:]  # every gate is open
-        assert torch.equal(model.eval().item_repr()[1:], full)  # scoring: every ID counts
-        model.train()
-        torch.manual_seed(0)
-        step = model.item_repr()[1:]
-        text_alone = torch.isclose(step, text).all(1)
-        with_id = torch.isclose(step, full).all(1)
-        assert bool((text_alone ^ with_id).all())  # an item's ID is whole or absent
-        assert 0.4 < text_alone.float().mean().item() < 0.6
-        assert not torch.equal(model.item_repr()[1:], step)  # drawn again at every call
-        # Without a text path an item has nothing else to stand on: no dropout.
-        id_only = _recommender(use_text=False, id_dropout=0.5).model.train()
-        assert torch.equal(id_only.item_repr(), id_only.id_emb.weight)
+    assert not model.id_emb.weight[PAD].any()  # padding stays padding
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError):
+            model.shrink_weights(bad)
 
 
 def test_id_only_model_has_no_adaptor() -> None:
@@ -284,16 +253,21 @@ def test_checkpoint_from_before_the_id_gate_loads_with_every_id_open(tmp_path) -
     raw = torch.load(path, weights_only=True)
     del raw["state_dict"]["id_gate"]  # as saved before the gate existed
     del raw["model_args"]["id_min_count"]
-    del raw["model_args"]["id_dropout"]  # nor the ID dropout
     del raw["model_args"]["prior_window"], raw["model_args"]["prior_weights"]
     del raw["prior"], raw["prior_weight"]  # nor the transition prior
+    # ...and it had the keys of two switches since removed, at their values of the time.
+    raw["model_args"].update(id_dropout=0.3, temperature=0.0)
     torch.save(raw, path)
     loaded = Recommender.load(path)
     assert loaded.config.id_min_count == 0 and loaded.model.id_gate[1:].eq(1).all()
-    assert loaded.config.id_dropout == 0.0
     assert loaded.prior is None and loaded.config.prior_window == 0
     history = [["i1", "i2", "i3"]]
     np.testing.assert_array_equal(loaded.score(history), rec.score(history))
+    # Cosine scores with a temperature are no longer computed: such a checkpoint says so.
+    raw["model_args"]["temperature"] = 0.1
+    torch.save(raw, path)
+    with pytest.raises(ValueError, match="temperature=0.1"):
+        Recommender.load(path)
 
 
 def test_transition_prior_weights_the_recent_items_transitions() -> None:

@@ -29,6 +29,46 @@ def test_import_unknown_format_is_one_line_and_non_zero(tmp_path: Path) -> None:
     assert len(result.output.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize(
+    "command",
+    [["run", "--data"], ["retrain", "--data"], ["evaluate", "--data"]],
+    ids=["run", "retrain", "evaluate"],
+)
+def test_a_missing_data_directory_is_named_as_missing(command: list[str], tmp_path: Path) -> None:
+    missing = tmp_path / "no" / "such" / "dir"
+    result = runner.invoke(app, [*command, str(missing), "--home", str(tmp_path / "home")])
+    assert result.exit_code == 1
+    assert result.output.strip() == f"recloop: {missing}: the dataset directory does not exist"
+
+
+def test_recommend_on_an_empty_home_says_there_is_no_champion_yet(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    result = runner.invoke(app, ["recommend", "u1", "--home", str(home)])
+    assert result.exit_code == 1
+    [line] = result.output.strip().splitlines()
+    assert line.startswith(f"recloop: no champion yet in {home}")
+    assert "recloop run" in line and "recloop update" in line
+    assert not (home / "mlflow.db").exists()  # asking created no registry
+
+
+def test_every_command_has_a_clean_help_text() -> None:
+    import typer.main
+
+    group = typer.main.get_command(app)
+    names = [(name,) for name in group.commands if name != "bench"]
+    names += [("bench", name) for name in group.commands["bench"].commands]
+    for name in names:
+        result = runner.invoke(app, [*name, "--help"])
+        assert result.exit_code == 0, name
+        text = result.output
+        assert "Usage: " in text and "--help" in text, name
+        summary = text.split("Usage: ", 1)[1].splitlines()[2:4]
+        assert any(line.strip() for line in summary), f"{name}: no description"
+        assert "\\b" not in text and "``" not in text and ":func:" not in text, name
+    verbose = runner.invoke(app, ["--help"]).output
+    assert "--verbose" in verbose and "Debug logging" not in verbose
+
+
 def test_ingest_missing_file_fails_cleanly(tmp_path: Path) -> None:
     missing = tmp_path / "nope.csv"
     result = runner.invoke(app, ["ingest", str(missing), "--home", str(tmp_path / "home")])
@@ -36,16 +76,19 @@ def test_ingest_missing_file_fails_cleanly(tmp_path: Path) -> None:
     assert "nope.csv" in result.output
 
 
-def test_ingest_bad_batch_is_quarantined_with_non_zero_exit(tmp_path: Path) -> None:
+def test_ingest_bad_batch_is_quarantined_in_one_line_naming_the_report(tmp_path: Path) -> None:
     batch = tmp_path / "batch.csv"
     pd.DataFrame({"user_id": ["u1"], "timestamp": [1_700_000_000]}).to_csv(batch, index=False)
     home = tmp_path / "home"
     result = runner.invoke(app, ["ingest", str(batch), "--home", str(home)])
     assert result.exit_code == 1
-    line = result.output.strip().splitlines()[-1]
+    [line] = result.output.strip().splitlines()  # said once, nothing else printed
+    assert line.startswith("recloop: batch ") and "quarantined" in line
     assert "batch.csv" in line and "item_id" in line
     assert not any((home / "archive").iterdir())
-    assert len(list((home / "quarantine").iterdir())) == 1
+    [folder] = (home / "quarantine").iterdir()
+    report = folder / "report.md"
+    assert line.endswith(f"report: {report}") and report.is_file()
 
 
 def test_ingest_good_batch_is_archived(tmp_path: Path) -> None:
@@ -121,3 +164,25 @@ def test_serve_without_a_prefect_server_fails_in_one_line(tmp_path: Path) -> Non
     assert result.exit_code == 1
     assert result.output.strip().startswith("recloop: ") and "PREFECT_API_URL" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_the_run_ends_with_three_next_steps(tmp_path: Path) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from recloop.cli import _next_steps
+
+    batch = tmp_path / "interactions.parquet"
+    frame = {"user_id": ["u1", "u2", "u2"], "item_id": ["a", "b", "c"], "timestamp": [1, 2, 3]}
+    pd.DataFrame(frame).to_parquet(batch)
+    home = tmp_path / "home"
+    rows = [{"landed": [{"status": "archived"}], "mlflow": {"tracking_uri": "sqlite:////x.db"}}]
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        lines = _next_steps(rows, [(batch, batch)], home)
+    assert len(lines) == 3
+    commands = [line[5:].split("  #")[0].strip() for line in lines]
+    assert commands == [
+        f"recloop recommend u2 --home {home}",  # the most active user of the last batch
+        "mlflow ui --backend-store-uri sqlite:////x.db",
+        "prefect server start",
+    ]
+    assert lines[0].startswith("next: ") and "http://127.0.0.1:4200/runs" in lines[2]

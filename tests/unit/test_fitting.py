@@ -1,21 +1,26 @@
-"""What an incremental update trains on: new events, a seeded replay sample, masked examples."""
+"""What a training trains and validates on: new events and their users' recent history, masked
+examples, the memorisation gap, validation ranks; and that a seed repeats a training exactly."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
-from models.sasrec import PAD, SeqRec
-from recloop.config import RecommenderConfig
+from models.sasrec import PAD, Recommender, SeqRec
+from recloop.config import RecommenderConfig, load_config
+from recloop.data import EvalCases
+from recloop.evaluation import RankingCases, rank_cases
 from recloop.fitting import (
     chunk_count,
-    distillation_loss,
+    fit_recommender,
     memorisation_gap,
     new_event_flags,
-    sample_replay,
     training_examples,
+    update_targets,
     validation_ndcg,
+    validation_ranks,
 )
 
 pytestmark = pytest.mark.unit
@@ -49,38 +54,6 @@ def _history() -> tuple[dict[str, list[int]], dict[str, np.ndarray]]:
     return sequences, flags
 
 
-def test_replay_keeps_every_new_event_and_adds_the_requested_number_of_earlier_ones() -> None:
-    sequences, flags = _history()
-    masks, near, far = sample_replay(sequences, flags, 3, np.random.default_rng(0))
-    assert (near, far) == (0, 3)  # without max_seq_len no history is encoded "anyway"
-    # New events are always targets, except a first event (nothing to predict it from).
-    assert masks["u1"][3:].all() and masks["u4"].tolist() == [False, True]
-    assert "u3" not in masks  # its only event is a first event
-    # Earlier candidates: u1 positions 1, 2 and u2 positions 1, 2 (never position 0).
-    earlier = masks["u1"][1:3].sum() + (masks["u2"][1:].sum() if "u2" in masks else 0)
-    assert earlier == 3
-    assert not masks["u1"][0] and ("u2" not in masks or not masks["u2"][0])
-
-
-def test_replay_sample_is_seeded() -> None:
-    sequences, flags = _history()
-
-    def sample(seed: int) -> dict[str, list[bool]]:
-        masks, *_ = sample_replay(sequences, flags, 2, np.random.default_rng(seed))
-        return {u: m.tolist() for u, m in masks.items()}
-
-    assert sample(1) == sample(1)
-    assert len({str(sample(seed)) for seed in range(10)}) > 1  # the seed matters
-
-
-def test_replay_size_larger_than_the_history_replays_all_of_it() -> None:
-    sequences, flags = _history()
-    masks, near, far = sample_replay(sequences, flags, 100, np.random.default_rng(0))
-    assert (near, far) == (0, 4)
-    assert masks["u1"].tolist() == [False, True, True, True, True]
-    assert masks["u2"].tolist() == [False, True, True]
-
-
 def test_training_examples_with_target_masks_drop_chunks_without_targets() -> None:
     seq = list(range(1, 12))  # 11 items -> chunks ending at 11, 7, 3 (max_seq_len 4)
     mask = np.zeros(11, dtype=bool)
@@ -91,35 +64,18 @@ def test_training_examples_with_target_masks_drop_chunks_without_targets() -> No
     assert x[1].tolist() == [PAD, PAD, PAD, 4] and y[1].tolist() == [PAD, PAD, PAD, 5]
 
 
-def test_replay_takes_all_of_the_history_the_update_encodes_anyway() -> None:
+def test_an_update_trains_on_every_new_event_and_the_history_it_encodes_anyway() -> None:
     sequences, flags = _history()
     # max_seq_len 3: u1's chunk around its new events covers positions 2..4, so position 2 is
-    # the only "near" earlier event (u2 has no new event: all of it is "far").
-    masks, near, far = sample_replay(sequences, flags, 0, np.random.default_rng(0), max_seq_len=3)
-    assert (near, far) == (1, 0)  # the near tier is taken whole, even with no replay asked for
-    assert masks["u1"].tolist() == [False, False, True, True, True] and "u2" not in masks
-    # replay_size counts the far tier only: u1's position 1 or one of u2's positions.
-    masks, near, far = sample_replay(sequences, flags, 1, np.random.default_rng(0), max_seq_len=3)
-    assert (near, far) == (1, 1) and masks["u1"][2]
-    assert masks["u1"][1] + (masks["u2"].sum() if "u2" in masks else 0) == 1
-
-
-def test_far_replay_is_taken_by_chunk_so_few_extra_sequences_are_encoded() -> None:
-    # 20 users with 12 earlier events each and no new event: everything is "far". With
-    # max_seq_len 4 each user's targets (positions 1..11) fall in chunks of 4, 4 and 3 positions.
-    sequences = {f"u{k:02d}": list(range(1, 13)) for k in range(20)}
-    flags = {user: np.zeros(12, dtype=bool) for user in sequences}
-    masks, near, far = sample_replay(
-        sequences, flags, 6, np.random.default_rng(0), max_seq_len=4, per_chunk=3
-    )
-    assert (near, far) == (0, 6)
-    x, y = training_examples([sequences[u] for u in masks], 4, list(masks.values()))
-    assert len(x) == 2  # 6 targets from 2 chunks of 3, not from up to 6 chunks
-    assert int((y != PAD).sum()) == 6
-    # per_chunk 0 takes whole chunks: 6 targets from 2 chunks (4 + 2, or 3 + 3, ...).
-    masks, near, far = sample_replay(sequences, flags, 6, np.random.default_rng(0), max_seq_len=4)
-    x, _ = training_examples([sequences[u] for u in masks], 4, list(masks.values()))
-    assert (near, far) == (0, 6) and len(x) == 2
+    # its only earlier event among the targets; u2 has no new event, u3 only a first event.
+    masks, n_earlier = update_targets(sequences, flags, max_seq_len=3)
+    assert n_earlier == 1
+    assert masks["u1"].tolist() == [False, False, True, True, True]
+    assert masks["u4"].tolist() == [False, True]  # a first event has nothing to predict it from
+    assert set(masks) == {"u1", "u4"}
+    # A chunk as long as the history: every earlier event of u1 but the first.
+    masks, n_earlier = update_targets(sequences, flags, max_seq_len=10)
+    assert n_earlier == 2 and masks["u1"].tolist() == [False, True, True, True, True]
 
 
 def test_chunk_count_matches_the_chunks_training_examples_cuts() -> None:
@@ -129,8 +85,6 @@ def test_chunk_count_matches_the_chunks_training_examples_cuts() -> None:
 
 
 def test_memorisation_gap_is_the_cross_entropy_of_new_events_minus_earlier_ones() -> None:
-    import torch
-
     config = RecommenderConfig(hidden_size=16, num_layers=1, num_heads=2, max_seq_len=6)
     torch.manual_seed(0)
     model = SeqRec(config, 9, 4)
@@ -156,16 +110,12 @@ def test_memorisation_gap_is_the_cross_entropy_of_new_events_minus_earlier_ones(
 
 
 def _tiny_model(max_seq_len: int = 6, items: int = 9):
-    import torch
-
     torch.manual_seed(0)
     config = RecommenderConfig(hidden_size=16, num_layers=1, num_heads=2, max_seq_len=max_seq_len)
     return SeqRec(config, items, 4).eval()
 
 
 def test_memorisation_gap_matches_the_cross_entropies_taken_one_target_at_a_time() -> None:
-    import torch
-
     model = _tiny_model(max_seq_len=4)
     # Several chunks per sequence, new and earlier events interleaved across chunk borders.
     seqs = [[1, 2, 3, 4, 5, 6, 7, 8, 9, 1], [3, 5, 7], [2, 4]]
@@ -187,8 +137,6 @@ def test_memorisation_gap_matches_the_cross_entropies_taken_one_target_at_a_time
 
 
 def test_validation_ndcg_does_not_depend_on_the_order_or_batching_of_users() -> None:
-    import torch
-
     model = _tiny_model()
     histories = [[1, 2, 3, 4, 5, 6, 7], [2], [3, 4], [5, 6, 7, 8], [1, 9], [4]]
     targets = [8, 3, 9, 1, 2, 4]  # the last target is in its own history and stays rankable
@@ -197,8 +145,8 @@ def test_validation_ndcg_does_not_depend_on_the_order_or_batching_of_users() -> 
         with torch.no_grad():
             logits, _ = model(torch.tensor([history[-6:]]))
         score = logits[0].clone()
-        score[history] = float("-inf")
-        rank = int((score > logits[0, target]).sum())
+        others = [i for i in range(1, 10) if i != target and i not in history]
+        rank = int((score[others] >= logits[0, target]).sum())  # ties count against the model
         expected.append(1 / np.log2(rank + 2) if rank < 10 else 0.0)
     for batch_size in (1, 2, 64):
         assert validation_ndcg(model, histories, targets, batch_size=batch_size) == pytest.approx(
@@ -209,17 +157,86 @@ def test_validation_ndcg_does_not_depend_on_the_order_or_batching_of_users() -> 
     assert shuffled == pytest.approx(np.mean(expected), abs=1e-6)
 
 
-def test_distillation_loss_is_the_tempered_kl_divergence_over_the_items() -> None:
-    import torch
+def _tied_recommender() -> Recommender:
+    """Item i's representation is text vector i (an identity adaptor, no ID embedding): items 1-6
+    share one vector and so one score whatever the history, items 7 and 8 another."""
+    config = RecommenderConfig(
+        hidden_size=4, num_layers=1, num_heads=1, max_seq_len=6, dropout=0.0, use_id=False
+    )
+    torch.manual_seed(0)
+    model = SeqRec(config, 8, 4)
+    with torch.no_grad():
+        model.adaptor.weight.copy_(torch.eye(4))
+        model.adaptor.bias.zero_()
+    text = torch.tensor([[1.0, 0.0, 0.0, 0.0]] * 6 + [[0.0, 1.0, 0.0, 0.0]] * 2)
+    model.set_text_embeddings(torch.arange(1, 9), text)
+    return Recommender(model, [f"i{k}" for k in range(1, 9)])
 
-    pad = torch.full((2, 1), float("-inf"))
-    teacher = torch.cat([pad, torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 3.0]])], dim=1)
-    student = torch.cat([pad, torch.tensor([[0.0, 1.0, 0.0], [1.0, -2.0, 0.0]])], dim=1)
-    assert float(distillation_loss(teacher, teacher)) == pytest.approx(0.0, abs=1e-7)
-    for temperature in (1.0, 2.0):
-        p = torch.softmax(teacher[:, 1:] / temperature, dim=-1)
-        q = torch.softmax(student[:, 1:] / temperature, dim=-1)
-        expected = (p * (p / q).log()).sum(-1).mean() * temperature**2
-        assert float(distillation_loss(student, teacher, temperature)) == pytest.approx(
-            float(expected), rel=1e-5
+
+def test_validation_and_evaluation_rank_ties_alike_against_the_model() -> None:
+    recommender = _tied_recommender()
+    ids = recommender.item_ids
+    histories = [[1], [1, 2], [7], [3, 8]]
+    targets = [2, 5, 8, 1]
+    (validated,) = validation_ranks(recommender.model, histories, targets)
+    cases = EvalCases(
+        [f"u{k}" for k in range(4)],
+        [[ids[i - 1] for i in h] for h in histories],
+        [ids[t - 1] for t in targets],
+    )
+    evaluated, _ = rank_cases(recommender, RankingCases.build(cases, ids))
+    np.testing.assert_array_equal(validated, evaluated)
+    # Every tie ranks above the target: items 1-6 tie, so target 2 of history [1] has the four
+    # other free items of its group above it at least; and no case is ranked first by luck.
+    scores = recommender.score(cases.histories)
+    for row, (history, target) in enumerate(zip(histories, targets, strict=True)):
+        free = [i for i in range(1, 9) if i != target and i not in history]
+        tied_or_above = sum(scores[row, i - 1] >= scores[row, target - 1] for i in free)
+        assert validated[row] == tied_or_above
+
+
+def test_a_constant_scorer_ranks_every_target_last_in_validation_and_evaluation() -> None:
+    recommender = _tied_recommender()
+    with torch.no_grad():
+        recommender.model.adaptor.weight.zero_()  # every item scores 0
+    histories, targets = [[1], [1, 2, 3]], [4, 8]
+    (ranks,) = validation_ranks(recommender.model, histories, targets)
+    assert ranks.tolist() == [8 - 1 - 1, 8 - 3 - 1]  # every other item not in the history
+    lowest = (1 / np.log2(6 + 2) + 1 / np.log2(4 + 2)) / 2  # as low as these catalogues allow
+    assert validation_ndcg(recommender.model, histories, targets) == pytest.approx(lowest)
+
+
+def test_a_training_repeats_exactly_with_the_same_seed() -> None:
+    from recloop.demo import simulate
+
+    demo = simulate(seed=3, n_users=60, n_items=80)
+    items = demo.items["item_id"].tolist()
+    text = np.random.default_rng(0).normal(size=(len(items), 16)).astype(np.float32)
+    events = demo.interactions.sort_values("timestamp", kind="stable")
+    old, new = events.iloc[: len(events) // 2], events.iloc[len(events) // 2 :]
+    config = load_config(
+        overrides={
+            "model": {"hidden_size": 16, "num_layers": 1, "max_seq_len": 12},
+            "train": {"epochs": 3, "finetune_epochs": 2, "warm_shrink_gap": 0.0},
+        }
+    )
+
+    def train() -> tuple[dict[str, torch.Tensor], list[dict], dict[str, torch.Tensor], list]:
+        first = fit_recommender(old, items, text, config)
+        update = fit_recommender(
+            events, items, text, config, parent=first.recommender, new_interactions=new
         )
+        return (
+            first.recommender.model.state_dict(),
+            first.report["history"],
+            update.recommender.model.state_dict(),
+            update.report["history"],
+        )
+
+    one, two = train(), train()
+    for left, right in ((one[0], two[0]), (one[2], two[2])):
+        assert left.keys() == right.keys()
+        for name in left:
+            assert torch.equal(left[name], right[name]), name
+    assert one[1] == two[1] and one[3] == two[3]  # every epoch's loss and validation NDCG
+    assert len(one[3]) == 3 and one[3][0]["epoch"] == 0  # the update validated its parent

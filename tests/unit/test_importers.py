@@ -9,14 +9,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from recloop.config import TextConfig
+from recloop import importers
 from recloop.data import read_dataset
 from recloop.importers import DatasetImportError, import_dataset
 
 pytestmark = pytest.mark.unit
 
 DATASETS = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
-CONFIG = TextConfig()
 
 
 def _real(name: str) -> Path:
@@ -44,7 +43,7 @@ def _check_canonical(dest: Path) -> None:
 @pytest.mark.data
 def test_movielens_latest_small(tmp_path: Path) -> None:
     src = _real("movielens-latest-small")
-    dataset = import_dataset("movielens", src, tmp_path / "ml", CONFIG)
+    dataset = import_dataset("movielens", src, tmp_path / "ml")
     summary = dataset.summary()
     assert (summary["users"], summary["items"], summary["interactions"]) == (610, 9742, 100836)
     assert set(dataset.interactions["event"]) == {"rating"}
@@ -59,12 +58,12 @@ def test_movielens_latest_small(tmp_path: Path) -> None:
 @pytest.mark.data
 def test_amazon_instruments_2014(tmp_path: Path) -> None:
     src = _real("amazon-instruments-2014")
-    dataset = import_dataset("amazon-reviews", src, tmp_path / "az", CONFIG)
+    dataset = import_dataset("amazon-reviews", src, tmp_path / "az")
     summary = dataset.summary()
     assert (summary["users"], summary["items"], summary["interactions"]) == (1429, 900, 10261)
     assert (dataset.items["title"] == "").all()  # no metadata file in this folder
     lengths = dataset.items["text"].str.len()
-    assert lengths.max() <= CONFIG.max_review_chars and lengths.min() > 0
+    assert lengths.max() <= importers.MAX_REVIEW_CHARS and lengths.min() > 0
     assert not dataset.items["text"].str.contains("&#34;", regex=False).any()
     _check_canonical(tmp_path / "az")
 
@@ -72,7 +71,7 @@ def test_amazon_instruments_2014(tmp_path: Path) -> None:
 @pytest.mark.data
 def test_canonical_amazon_office(tmp_path: Path) -> None:
     src = _real("amazon-office-2014")
-    dataset = import_dataset("canonical", src, tmp_path / "office", CONFIG)
+    dataset = import_dataset("canonical", src, tmp_path / "office")
     summary = dataset.summary()
     assert (summary["users"], summary["items"], summary["interactions"]) == (4905, 2420, 53258)
     first = dataset.interactions[dataset.interactions["user_id"] == "0"]
@@ -114,7 +113,7 @@ def _write_100k(root: Path, with_genre_file: bool) -> None:
 def test_movielens_100k_layout(tmp_path: Path, with_genre_file: bool) -> None:
     _write_100k(tmp_path / "ml-100k", with_genre_file)
     # The published zip unpacks into a folder: pointing at its parent works too.
-    dataset = import_dataset("movielens", tmp_path, tmp_path / "out", CONFIG)
+    dataset = import_dataset("movielens", tmp_path, tmp_path / "out")
     items = dataset.items.set_index("item_id")
     assert items.loc["2", "title"] == "Misérables, Les (1995)"
     assert items.loc["1", "text"] == "Genres: Animation, Comedy"
@@ -139,7 +138,7 @@ def test_movielens_1m_layout(tmp_path: Path) -> None:
     (root / "tags.dat").write_text(
         "1::661::Victor Hugo::1\n2::661::victor hugo::2\n3::661::musical::3\n4::661::stage::4\n"
     )
-    dataset = import_dataset("movielens", root, tmp_path / "out", CONFIG)
+    dataset = import_dataset("movielens", root, tmp_path / "out")
     items = dataset.items.set_index("item_id")
     assert items.loc["661", "title"] == "Misérables, Les (1995)"
     assert items.loc["3", "title"] == "Star Wars: Episode IV - A New Hope (1977)"
@@ -152,12 +151,12 @@ def test_movielens_1m_layout(tmp_path: Path) -> None:
 def test_movielens_missing_files(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetImportError, match="not a MovieLens folder"):
-        import_dataset("movielens", tmp_path / "empty", tmp_path / "out", CONFIG)
+        import_dataset("movielens", tmp_path / "empty", tmp_path / "out")
     root = tmp_path / "ml-1m"
     root.mkdir()
     (root / "ratings.dat").write_text("1::1::5::978300760\n")
     with pytest.raises(DatasetImportError, match=r"movies\.dat"):
-        import_dataset("movielens", root, tmp_path / "out", CONFIG)
+        import_dataset("movielens", root, tmp_path / "out")
 
 
 def test_movielens_garbled_ratings(tmp_path: Path) -> None:
@@ -166,7 +165,7 @@ def test_movielens_garbled_ratings(tmp_path: Path) -> None:
     (root / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,1,4.0,yesterday\n")
     (root / "movies.csv").write_text("movieId,title,genres\n1,Toy Story (1995),Comedy\n")
     with pytest.raises(DatasetImportError, match=r"ratings\.csv: column timestamp"):
-        import_dataset("movielens", root, tmp_path / "out", CONFIG)
+        import_dataset("movielens", root, tmp_path / "out")
 
 
 # ----------------------------------------------------------------------------- Amazon layouts
@@ -190,7 +189,7 @@ def test_amazon_2018_with_python_literal_metadata(tmp_path: Path) -> None:
         "{'asin': 'ZZ', 'title': 'Not reviewed'}",
     ]
     (tmp_path / "meta_Clothing.json").write_text("\n".join(meta) + "\n")
-    dataset = import_dataset("amazon-reviews", tmp_path, tmp_path / "out", CONFIG)
+    dataset = import_dataset("amazon-reviews", tmp_path, tmp_path / "out")
     items = dataset.items.set_index("item_id")
     assert list(items.index) == ["A1", "A2"]
     assert items.loc["A1", "title"] == "Wool Scarf"
@@ -201,7 +200,7 @@ def test_amazon_2018_with_python_literal_metadata(tmp_path: Path) -> None:
     _check_canonical(tmp_path / "out")
 
 
-def test_amazon_review_text_order_and_cap(tmp_path: Path) -> None:
+def test_amazon_review_text_order_and_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     reviews = [
         {"reviewerID": f"U{i}", "asin": "A", "overall": 4.0, "unixReviewTime": 100 + i,
          "helpful": [votes, 20], "summary": f"Summary {i}", "reviewText": "Same body words."}
@@ -209,9 +208,8 @@ def test_amazon_review_text_order_and_cap(tmp_path: Path) -> None:
     ]  # fmt: skip
     path = tmp_path / "reviews.json"
     path.write_text("".join(json.dumps(r) + "\n" for r in reviews))
-    dataset = import_dataset(
-        "amazon-reviews", path, tmp_path / "out", TextConfig(max_review_chars=60)
-    )
+    monkeypatch.setattr(importers, "MAX_REVIEW_CHARS", 60)
+    dataset = import_dataset("amazon-reviews", path, tmp_path / "out")
     text = dataset.items["text"].iloc[0]
     assert text.startswith("Summary 1. Same body words. Summary 2.")  # most helpful first
     assert len(text) <= 60
@@ -222,10 +220,10 @@ def test_amazon_garbled_line_names_file_and_line(tmp_path: Path) -> None:
     good = {"reviewerID": "U", "asin": "A", "overall": 4.0, "unixReviewTime": 1}
     path.write_text(json.dumps(good) + "\n{not json\n")
     with pytest.raises(DatasetImportError, match=r"reviews\.json: line 2 is not a JSON object"):
-        import_dataset("amazon-reviews", path, tmp_path / "out", CONFIG)
+        import_dataset("amazon-reviews", path, tmp_path / "out")
     path.write_text(json.dumps({"asin": "A", "overall": 4.0}) + "\n")
     with pytest.raises(DatasetImportError, match=r"line 1 lacks reviewerID, unixReviewTime"):
-        import_dataset("amazon-reviews", path, tmp_path / "out", CONFIG)
+        import_dataset("amazon-reviews", path, tmp_path / "out")
 
 
 # ----------------------------------------------------------------------------- canonical
@@ -246,7 +244,7 @@ def test_canonical_csv_with_timestamps_and_extras(tmp_path: Path) -> None:
         {"item_id": ["10", "11"], "title": ["A &amp; B", "C"], "text": ["x<br/>y", ""],
          "price": ["1.5", ""]}
     ).to_csv(src / "items.csv", index=False)  # fmt: skip
-    dataset = import_dataset("canonical", src, tmp_path / "out", CONFIG)
+    dataset = import_dataset("canonical", src, tmp_path / "out")
     assert len(dataset.interactions) == 3  # exact duplicate dropped
     assert dataset.interactions["rating"].dtype == "float64"
     assert dataset.items["title"].tolist() == ["A & B", "C"]
@@ -259,21 +257,21 @@ def test_canonical_errors(tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.mkdir()
     with pytest.raises(DatasetImportError, match=r"no interactions\.parquet or interactions\.csv"):
-        import_dataset("canonical", src, tmp_path / "out", CONFIG)
+        import_dataset("canonical", src, tmp_path / "out")
     (src / "interactions.csv").write_text("user,item_id,timestamp\n1,2,3\n")
     (src / "items.csv").write_text("item_id,title\n2,x\n")
     with pytest.raises(DatasetImportError, match=r"interactions\.csv: missing column\(s\) user_id"):
-        import_dataset("canonical", src, tmp_path / "out", CONFIG)
+        import_dataset("canonical", src, tmp_path / "out")
     (src / "interactions.csv").write_text("user_id,item_id,timestamp\n1,2,3\n1,9,4\n")
     with pytest.raises(DatasetImportError, match=r"1 interacted item id\(s\) missing .*'9'"):
-        import_dataset("canonical", src, tmp_path / "out", CONFIG)
+        import_dataset("canonical", src, tmp_path / "out")
     (src / "interactions.parquet").write_bytes(b"not parquet")
     with pytest.raises(DatasetImportError, match="not a readable Parquet file"):
-        import_dataset("canonical", src, tmp_path / "out", CONFIG)
+        import_dataset("canonical", src, tmp_path / "out")
 
 
 def test_unknown_format_and_missing_source(tmp_path: Path) -> None:
     with pytest.raises(DatasetImportError, match="unknown format 'netflix'"):
-        import_dataset("netflix", tmp_path, tmp_path / "out", CONFIG)
+        import_dataset("netflix", tmp_path, tmp_path / "out")
     with pytest.raises(DatasetImportError, match="no such file or directory"):
-        import_dataset("movielens", tmp_path / "nope", tmp_path / "out", CONFIG)
+        import_dataset("movielens", tmp_path / "nope", tmp_path / "out")

@@ -5,7 +5,14 @@ import math
 import numpy as np
 import pytest
 
-from recloop.metrics import dcg_at_k, metrics_from_ranks, mrr, ndcg_at_k, recall_at_k
+from recloop.metrics import (
+    dcg_at_k,
+    metrics_from_ranks,
+    mrr,
+    ndcg_at_k,
+    recall_at_k,
+    target_ranks,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -85,3 +92,19 @@ def test_metrics_from_ranks_empty():
         "recall_at_10": 0.0,
         "mrr": 0.0,
     }
+
+
+def test_target_ranks_count_ties_against_the_model_in_numpy_and_torch():
+    import torch
+
+    nan = float("nan")
+    # Row 0: target 0.5 (column 1) ties with column 3, column 0 above it: rank 2.
+    # Row 1: a constant scorer ranks its target (column 0) last among the 3 others.
+    # Row 2: column 2 (0.9) is out of the ranking (NaN), the target 0.7 is first: rank 0.
+    scores = [[0.9, 0.5, 0.1, 0.5], [1.0, 1.0, 1.0, 1.0], [0.2, 0.7, nan, 0.1]]
+    targets = [[0.5], [1.0], [0.7]]
+    expected = [2, 3, 0]
+    as_numpy = target_ranks(np.array(scores), np.array(targets))
+    as_torch = target_ranks(torch.tensor(scores), torch.tensor(targets))
+    assert isinstance(as_numpy, np.ndarray) and as_numpy.tolist() == expected
+    assert isinstance(as_torch, torch.Tensor) and as_torch.tolist() == expected

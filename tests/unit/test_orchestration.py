@@ -19,7 +19,10 @@ from recloop.orchestration import (
     LandingWatcher,
     announce_batch,
     batch_event,
+    home_label,
     items_file_for,
+    run_name,
+    run_tags,
     training_lock,
 )
 from recloop.paths import get_home
@@ -215,3 +218,22 @@ def test_prefect_yaml_schedules_match_the_default_config() -> None:
     orchestration = load_config().orchestration
     assert crons[("feedback_loop", "scheduled")] == [orchestration.feedback_cron]
     assert crons[("pretrain_encoder", "scheduled")] == [orchestration.pretrain_cron]
+
+
+# -- flow-run names and tags ------------------------------------------------------------------
+
+
+def test_names_and_tags_spell_out_home_batches_and_outcome(tmp_path: Path) -> None:
+    assert home_label(get_home(tmp_path / "shop")) == "shop"
+    assert home_label(get_home(tmp_path / "shop" / ".recloop")) == "shop/.recloop"
+    assert run_name("incremental", ["ac1eb9e2b1ac1639"]) == "incremental · batch ac1eb9e2"
+    assert run_name("full-retrain", 3, "v5 promoted") == "full-retrain · 3 batches · v5 promoted"
+    assert run_name("incremental", 1) == "incremental · 1 batch"
+    assert run_name("incremental") == "incremental · pending batches"
+    assert run_tags(get_home(tmp_path / "shop"), "incremental", ["ac1eb9e2b1ac1639"], "4") == [
+        "recloop",
+        "home:shop",
+        "training:incremental",
+        "batch:ac1eb9e2",
+        "version:4",
+    ]

@@ -1,4 +1,5 @@
-"""The shared training loop: step caps, early stopping restoring the best weights, no-decay."""
+"""The shared training loop: step caps, early stopping restoring the best weights, no-decay,
+deterministic kernels, and no wall-clock cap unless one is asked for."""
 
 from __future__ import annotations
 
@@ -140,3 +141,32 @@ def test_param_groups_do_not_decay_biases_and_norms() -> None:
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
     assert {id(p) for p in decay["params"]} == {id(model[0].weight), id(model[2].weight)}
     assert len(no_decay["params"]) == 3  # linear bias, norm weight and bias
+
+
+def test_training_runs_on_deterministic_kernels_and_restores_the_setting() -> None:
+    model, batches, loss = _regression()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    seen: list[bool] = []
+
+    def step_loss(m, batch):
+        seen.append(torch.are_deterministic_algorithms_enabled())
+        return loss(m, batch)
+
+    before = torch.are_deterministic_algorithms_enabled()
+    train_loop(model, batches, step_loss, opt, max_epochs=1)
+    assert seen and all(seen)
+    assert torch.are_deterministic_algorithms_enabled() == before
+
+
+def test_no_wall_clock_cap_unless_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A clock that jumps an hour per reading: only an explicit max_seconds may stop on it.
+    ticks = iter(range(0, 10**6, 3600))
+    monkeypatch.setattr("recloop.training.time.perf_counter", lambda: float(next(ticks)))
+    model, batches, loss = _regression()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    report = train_loop(model, batches, loss, opt, max_epochs=3)
+    assert report.stopped_reason == "max_epochs" and report.steps == 12
+    model, batches, loss = _regression()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    capped = train_loop(model, batches, loss, opt, max_epochs=3, max_seconds=60)
+    assert capped.stopped_reason == "max_seconds" and capped.steps == 1
