@@ -214,20 +214,22 @@ def _next_steps(
     users = pd.read_parquet(archived[-1][0], columns=["user_id"])["user_id"]
     user = shlex.quote(str(users.value_counts().index[0])) if len(users) else "USER_ID"
     home_arg = f" --home {shlex.quote(str(home))}" if home is not None else ""
-    uri = next(
-        (row["mlflow"]["tracking_uri"] for row in reversed(rows) if row.get("mlflow")),
-        f"sqlite:///{get_home(home).mlflow_db}",
+    from recloop.registry import experiment_url, ui_url
+
+    mlflow_info = next((row["mlflow"] for row in reversed(rows) if row.get("mlflow")), {})
+    uri = mlflow_info.get("tracking_uri", f"sqlite:///{get_home(home).mlflow_db}")
+    runs_page = (
+        experiment_url(uri, mlflow_info["experiment_id"])
+        if mlflow_info.get("experiment_id")
+        else ui_url(uri, "experiments")
     )
     prefect_api = get_current_settings().api.url
     steps = [
         (f"recloop recommend {user}{home_arg}", "the champion's top 10 for a user"),
         (
-            (
-                f"mlflow ui --backend-store-uri {shlex.quote(uri)}",
-                "runs, metrics, versions: http://127.0.0.1:5000",
-            )
+            (f"mlflow ui --backend-store-uri {shlex.quote(uri)}", f"then open {runs_page}")
             if not uri.startswith("http")
-            else (f"open {uri}", "runs and versions in MLflow")
+            else (f"open {runs_page}", "runs, metrics and versions in MLflow")
         ),
         (
             ("prefect server start", "these flow runs: http://127.0.0.1:4200/runs")

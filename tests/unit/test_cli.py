@@ -175,7 +175,8 @@ def test_the_run_ends_with_three_next_steps(tmp_path: Path) -> None:
     frame = {"user_id": ["u1", "u2", "u2"], "item_id": ["a", "b", "c"], "timestamp": [1, 2, 3]}
     pd.DataFrame(frame).to_parquet(batch)
     home = tmp_path / "home"
-    rows = [{"landed": [{"status": "archived"}], "mlflow": {"tracking_uri": "sqlite:////x.db"}}]
+    mlflow_info = {"tracking_uri": "sqlite:////x.db", "experiment_id": "7"}
+    rows = [{"landed": [{"status": "archived"}], "mlflow": mlflow_info}]
     with temporary_settings(restore_defaults={PREFECT_API_URL}):
         lines = _next_steps(rows, [(batch, batch)], home)
     assert len(lines) == 3
@@ -186,3 +187,5 @@ def test_the_run_ends_with_three_next_steps(tmp_path: Path) -> None:
         "prefect server start",
     ]
     assert lines[0].startswith("next: ") and "http://127.0.0.1:4200/runs" in lines[2]
+    # the experiment's runs in the "Model training" view, not MLflow 3's GenAI default
+    assert "/#/experiments/7/runs?workflowType=machine_learning" in lines[1]
