@@ -49,19 +49,15 @@ full retrain's. Both are printed met / NOT met as measured.
 Outputs, under ``--out`` (default ``reports``): ``incremental/<dataset>.md`` and ``.json`` and the
 plots ``incremental/<dataset>-ndcg.png`` and ``incremental/<dataset>-seconds.png``; the run is
 logged to MLflow (experiment ``recloop-benchmarks`` of ``RECLOOP_HOME``) unless ``--no-mlflow``.
-Run ``recloop bench incremental --data DIR|NAME --windows K`` or
-``python -m benchmarks.incremental`` with the same options.
+Run ``recloop bench incremental --data DIR|NAME --windows K``.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import inspect
 import logging
 import math
-import shlex
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -897,46 +893,36 @@ def resolve_data(data: str, shared: Path, work: Path) -> tuple[Path, str]:
     )
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """``python -m benchmarks.incremental --data DIR|NAME [--windows K] ...``."""
-    parser = argparse.ArgumentParser(
-        prog="recloop bench incremental", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("--data", required=True, help="canonical dataset folder or shared name")
-    parser.add_argument("--windows", type=int, default=3, help="incremental updates (K)")
-    parser.add_argument(
-        "--targets",
-        choices=TEMPORAL_TARGETS,
-        default="all",
-        help="test cases per window: every event with a history (all) or each user's first",
-    )
-    parser.add_argument("--name", default=None, help="dataset name in the report file names")
-    parser.add_argument("--config", type=Path, default=None)
-    parser.add_argument("--out", type=Path, default=Path("reports"))
-    parser.add_argument("--work", type=Path, default=Path("reports/tmp/incremental"))
-    parser.add_argument("--shared", type=Path, default=Path("../shared/datasets"))
-    parser.add_argument("--home", type=Path, default=None, help="RECLOOP_HOME for MLflow")
-    parser.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = parser.parse_args(argv)
-    if args.windows < 1:
-        parser.error("--windows must be at least 1")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    config = load_config(args.config)
-    directory, name = resolve_data(args.data, args.shared, args.work)
+def bench_incremental(
+    data: str,
+    *,
+    windows: int = 3,
+    targets: str = "all",
+    name: str | None = None,
+    config: Path | None = None,
+    out: Path = Path("reports"),
+    work: Path = Path("reports/tmp/incremental"),
+    shared: Path = Path("../shared/datasets"),
+    home: Path | None = None,
+    log_mlflow: bool = True,
+    command: str = "",
+) -> dict[str, Any]:
+    """``recloop bench incremental``: ``data`` is a canonical dataset folder or a shared dataset
+    name (imported from ``shared`` into ``work``); see :func:`run_incremental`."""
+    if windows < 1:
+        raise ValueError(f"windows must be at least 1, not {windows}")
+    if targets not in TEMPORAL_TARGETS:
+        raise ValueError(f"targets must be one of {', '.join(TEMPORAL_TARGETS)}, not {targets!r}")
+    directory, dataset_name = resolve_data(data, shared, work)
     return run_incremental(
         directory,
-        config,
-        args.out / "incremental",
-        windows=args.windows,
-        targets=args.targets,
-        name=args.name or name,
-        cache_dir=args.work / "embeddings",
-        home=args.home,
-        log_mlflow=not args.no_mlflow,
-        command=shlex.join(["recloop", "bench", "incremental", *argv]),
+        load_config(config),
+        out / "incremental",
+        windows=windows,
+        targets=targets,
+        name=name or dataset_name,
+        cache_dir=work / "embeddings",
+        home=home,
+        log_mlflow=log_mlflow,
+        command=command or f"recloop bench incremental --data {data} --windows {windows}",
     )
-
-
-if __name__ == "__main__":
-    main()

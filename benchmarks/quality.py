@@ -20,14 +20,13 @@ encoder.
 Every number is NDCG/Recall@k with full ranking over the catalogue, history excluded, pessimistic
 ties (:func:`recloop.evaluation.evaluate_scorer`).
 
-Run ``python -m benchmarks.quality`` (defaults to the datasets in ``../shared/datasets``); it
+Run ``recloop bench quality`` (defaults to the datasets in ``../shared/datasets``); it
 writes ``reports/quality.md`` and ``reports/quality.json`` (``quality-temporal.*`` under
 ``temporal``).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
 import tempfile
@@ -783,57 +782,42 @@ def import_shared(
     return out
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """``python -m benchmarks.quality [--shared DIR] [--data NAME=CANONICAL_DIR ...]``."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--shared", type=Path, default=Path("../shared/datasets"))
-    parser.add_argument(
-        "--data", action="append", default=[], help="NAME=DIR of a canonical dataset"
-    )
-    parser.add_argument("--config", type=Path, default=None)
-    parser.add_argument("--out", type=Path, default=Path("reports"))
-    parser.add_argument("--work", type=Path, default=Path("reports/tmp/quality"))
-    parser.add_argument("--variants", default=",".join(VARIANTS))
-    parser.add_argument("--protocol", default="loo", help="loo or temporal")
-    parser.add_argument(
-        "--windows",
-        type=int,
-        default=4,
-        help="temporal: windows after the base; the last is the test",
-    )
-    parser.add_argument("--targets", default="all", help="temporal: all or first")
-    parser.add_argument(
-        "--seeds",
-        default="",
-        help="comma-separated seeds to repeat each model over (default: the config's seed)",
-    )
-    parser.add_argument("--home", type=Path, default=None, help="RECLOOP_HOME for MLflow")
-    parser.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    config = load_config(args.config)
-    if args.data:
-        datasets = {k: Path(v) for k, v in (item.split("=", 1) for item in args.data)}
+def bench_quality(
+    *,
+    shared: Path = Path("../shared/datasets"),
+    data: Sequence[str] = (),
+    config: Path | None = None,
+    out: Path = Path("reports"),
+    work: Path = Path("reports/tmp/quality"),
+    variants: Sequence[str] = VARIANTS,
+    protocol: str = "loo",
+    windows: int = 4,
+    targets: str = "all",
+    seeds: Sequence[int] = (),
+    home: Path | None = None,
+    log_mlflow: bool = True,
+) -> dict[str, Any]:
+    """``recloop bench quality``: the ``data`` datasets (``NAME=CANONICAL_DIR``), else every
+    shared dataset imported from ``shared`` into ``work``; see :func:`run_quality`."""
+    cfg = load_config(config)
+    if data:
+        datasets = {k: Path(v) for k, v in (item.split("=", 1) for item in data)}
     else:
-        datasets = import_shared(args.shared, args.work / "data")
+        datasets = import_shared(shared, work / "data")
     started = time.perf_counter()
     results = run_quality(
         datasets,
-        config,
-        args.out,
-        variants=tuple(v for v in args.variants.split(",") if v),
-        cache_dir=args.work / "embeddings",
-        encoder_dir=args.work / "encoders",
-        log_mlflow=not args.no_mlflow,
-        home=args.home,
-        protocol=args.protocol,
-        windows=args.windows,
-        targets=args.targets,
-        seeds=tuple(int(seed) for seed in args.seeds.split(",") if seed.strip()),
+        cfg,
+        out,
+        variants=tuple(variants),
+        cache_dir=work / "embeddings",
+        encoder_dir=work / "encoders",
+        log_mlflow=log_mlflow,
+        home=home,
+        protocol=protocol,
+        windows=windows,
+        targets=targets,
+        seeds=tuple(seeds),
     )
     logger.info("quality benchmark done in %.0fs", time.perf_counter() - started)
     return results
-
-
-if __name__ == "__main__":
-    main()

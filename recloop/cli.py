@@ -819,22 +819,22 @@ def bench_quality_command(
     Writes reports/quality.md (quality-temporal.md under --protocol temporal), the JSON figures
     and plots; logs an MLflow run.
     """
-    from benchmarks.quality import main as bench_quality
+    from benchmarks.quality import bench_quality
 
-    argv = ["--shared", str(shared), "--out", str(out), "--variants", variants]
-    argv += ["--protocol", protocol, "--windows", str(windows), "--targets", targets]
-    if seeds:
-        argv += ["--seeds", seeds]
-    for item in data or []:
-        argv += ["--data", item]
-    if config is not None:
-        argv += ["--config", str(config)]
-    if home is not None:
-        argv += ["--home", str(home)]
-    if no_mlflow:
-        argv.append("--no-mlflow")
     with working("bench quality"):
-        results = bench_quality(argv)
+        results = bench_quality(
+            shared=shared,
+            data=data or (),
+            config=config,
+            out=out,
+            variants=[variant for variant in variants.split(",") if variant],
+            protocol=protocol,
+            windows=windows,
+            targets=targets,
+            seeds=[int(seed) for seed in seeds.split(",") if seed.strip()],
+            home=home,
+            log_mlflow=not no_mlflow,
+        )
     typer.echo("wrote " + ", ".join(results["files"]))
     return results
 
@@ -881,21 +881,23 @@ def bench_incremental_command(
 
     Writes reports/incremental/<dataset>.md, .json and plots; logs an MLflow run.
     """
-    from benchmarks.incremental import main as bench_incremental
+    from benchmarks.incremental import bench_incremental
 
-    argv = ["--data", data, "--windows", str(windows), "--targets", targets]
-    argv += ["--out", str(out), "--work", str(work)]
-    argv += ["--shared", str(shared)]
-    if name is not None:
-        argv += ["--name", name]
-    if home is not None:
-        argv += ["--home", str(home)]
-    if config is not None:
-        argv += ["--config", str(config)]
-    if no_mlflow:
-        argv.append("--no-mlflow")
     with working("bench incremental"):
-        results = bench_incremental(argv)
+        results = bench_incremental(
+            data,
+            windows=windows,
+            targets=targets,
+            name=name,
+            config=config,
+            out=out,
+            work=work,
+            shared=shared,
+            home=home,
+            log_mlflow=not no_mlflow,
+            command=f"recloop bench incremental --data {data} --windows {windows}"
+            + (f" --targets {targets}" if targets != "all" else ""),
+        )
     targets = results["targets"]
     typer.echo(
         f"incremental / full wall time at the last update: {targets['time_ratio_last']:.3f} "
