@@ -62,27 +62,20 @@ def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 @contextmanager
-def training_kernels() -> Iterator[None]:
-    """Deterministic kernels, and subnormal floats flushed to zero, while the block runs.
+def deterministic_kernels() -> Iterator[None]:
+    """Torch's deterministic kernels while the block runs (the previous setting is restored).
 
     On the CPU the backward pass of an embedding lookup (``items[input_ids]``) accumulates its
     gradient across threads in whatever order they finish: two trainings with the same seed then
     drift apart in the last bits and end with different weights. The deterministic kernel adds in
-    a fixed order; ops without one warn rather than fail. As a model grows confident, most of a
-    softmax's probabilities fall below 1e-38, and CPU arithmetic on such subnormal numbers is
-    about a hundred times slower: an epoch that took 15 s took hours. Flushing them to zero
-    changes no probability by more than 1e-38. The previous determinism setting is restored;
-    flushing is switched off again (torch's default).
+    a fixed order. Ops without one warn rather than fail.
     """
     enabled = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     torch.use_deterministic_algorithms(True, warn_only=True)
-    flushing = torch.set_flush_denormal(True)
     try:
         yield
     finally:
-        if flushing:
-            torch.set_flush_denormal(False)
         torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
 
 
@@ -153,7 +146,7 @@ def train_loop(
     the first step (a warm start's shrink: epoch 0 is then the parent as it was). ``max_steps``
     caps the work, and so does ``max_seconds`` of wall clock when given (off by default: a cap in
     seconds makes the result depend on how busy the machine is); a capped epoch still counts and
-    is validated. Torch's deterministic kernels are on throughout (:func:`training_kernels`).
+    is validated. Torch's deterministic kernels are on throughout (:func:`deterministic_kernels`).
     """
     clock = _Clock(time.perf_counter(), max_seconds)
     report = TrainReport()
@@ -167,7 +160,7 @@ def train_loop(
         stopping.record(model, report, epoch, score)
         return score
 
-    with training_kernels():
+    with deterministic_kernels():
         if validate is not None and validate_first:
             score = run_validation(0)
             report.history.append({"epoch": 0, "train_loss": None, "val": score, "steps": 0})

@@ -143,26 +143,19 @@ def test_param_groups_do_not_decay_biases_and_norms() -> None:
     assert len(no_decay["params"]) == 3  # linear bias, norm weight and bias
 
 
-def _subnormal_product() -> float:
-    return float((torch.tensor([1e-30]) * torch.tensor([1e-10])).item())  # 1e-40 < 1.2e-38
-
-
 def test_training_runs_on_deterministic_kernels_and_restores_the_setting() -> None:
     model, batches, loss = _regression()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    seen: list[tuple[bool, float]] = []
+    seen: list[bool] = []
 
     def step_loss(m, batch):
-        seen.append((torch.are_deterministic_algorithms_enabled(), _subnormal_product()))
+        seen.append(torch.are_deterministic_algorithms_enabled())
         return loss(m, batch)
 
     before = torch.are_deterministic_algorithms_enabled()
-    assert _subnormal_product() > 0.0  # torch's default: subnormals kept
     train_loop(model, batches, step_loss, opt, max_epochs=1)
-    # deterministic kernels on, subnormal results flushed to zero (they are ~100x slower)
-    assert seen and all(deterministic and flushed == 0.0 for deterministic, flushed in seen)
+    assert seen and all(seen)
     assert torch.are_deterministic_algorithms_enabled() == before
-    assert _subnormal_product() > 0.0
 
 
 def test_no_wall_clock_cap_unless_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
