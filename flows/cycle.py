@@ -16,6 +16,7 @@ from typing import Any
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
+from models.baselines import Baseline
 from recloop import registry
 from recloop.config import Config
 from recloop.evaluation import EvaluationReport
@@ -46,14 +47,16 @@ def train_evaluate_promote(
 ) -> dict[str, Any]:
     """Train a candidate on ``data``, judge it beside the champion and baselines, gate it.
 
-    ``champion`` is ``(recommender, version info)`` from the registry, or None. With
-    ``warm_start`` the candidate starts from the champion's weights; otherwise from scratch, and the
-    champion is only the yardstick. ``training`` (``incremental`` | ``full-retrain``) is recorded
-    as a version tag and in the checkpoint's metadata. Returns the summary fields of a cycle.
+    ``champion`` is ``(model, version info)`` from the registry, or None. With ``warm_start`` the
+    candidate starts from the champion's weights (from the newest learned version's when a
+    baseline serves); otherwise from scratch, and the champion is only the yardstick.
+    ``training`` (``incremental`` | ``full-retrain``) is recorded as a version tag and in the
+    checkpoint's metadata. Returns the summary fields of a cycle.
     """
     log = get_run_logger()
     parent, parent_info = champion if champion is not None else (None, None)
-    start_from = parent if warm_start else None
+    reg = registry.configure(home, config)
+    start_from = _start_from(reg, parent) if warm_start else None
     if len(data.cases) == 0:
         log.warning("The newest batches hold no user with history to evaluate on.")
     provenance = {
@@ -62,7 +65,6 @@ def train_evaluate_promote(
         "data_fingerprint": data.data_fingerprint,
         "training": training,
     }
-    reg = registry.configure(home, config)
     kind = registry.training_kind(training, start_from is not None)
     # Failed (or killed) with the error as its description if any step below raises.
     with reg.candidate_run(kind, data.pending, provenance) as run:
@@ -84,14 +86,30 @@ def train_evaluate_promote(
         markdown = cycle_markdown(summary, config.gate.metric)
         run.log_text(markdown, REPORT_ARTIFACT)
     log.info(
-        "%s: version %s %s: %s",
+        "%s: version %s %s; champion: version %s (%s): %s",
         training,
         promotion.version,
-        "promoted to champion" if promotion.promoted else "not promoted",
+        "promoted" if promotion.promoted else "not promoted",
+        promotion.champion_version,
+        promotion.serving or "-",
         promotion.decision.reason,
     )
     _publish(markdown, training, promotion)
     return summary
+
+
+def _start_from(reg: registry.Registry, champion: Any | None) -> Any | None:
+    """The weights an update starts from: the champion's, or when a baseline serves, the newest
+    learned version's (it learned the same batches); None when there is none."""
+    if champion is None or not isinstance(champion, Baseline):
+        return champion
+    learned = reg.latest_learned()
+    get_run_logger().info(
+        "the %s baseline serves: the update starts from %s",
+        champion.name,
+        f"learned version {learned[1]['version']}" if learned else "scratch (no learned version)",
+    )
+    return learned[0] if learned else None
 
 
 def _train(
@@ -161,12 +179,18 @@ def _summary(
 ) -> dict[str, Any]:
     """The cycle's summary (what the flows return and :func:`cycle_markdown` renders)."""
     return {
-        "status": "promoted" if promotion.promoted else "kept-champion",
+        "status": "promoted"
+        if promotion.promoted
+        else "baseline-promoted"
+        if promotion.baseline_version
+        else "kept-champion",
         "training": training,
         "batches": data.pending,
         "version": promotion.version,
         "champion_before": promotion.champion_version_before,
         "promoted": promotion.promoted,
+        "champion": promotion.champion_version,
+        "serving": promotion.serving,
         "reason": promotion.decision.reason,
         "metrics": report.to_dict(),
         "data": data.summary(),
@@ -187,7 +211,8 @@ def _publish(markdown: str, training: str, promotion: PromotionResult) -> None:
             key=ARTIFACT_KEY,
             markdown=markdown,
             description=f"{training}: version {promotion.version} "
-            f"{'promoted' if promotion.promoted else 'not promoted'}",
+            f"{'promoted' if promotion.promoted else 'not promoted'}; champion: version "
+            f"{promotion.champion_version} ({promotion.serving or '-'})",
         )
     except Exception as error:  # the version is registered and gated; a report must not undo it
         get_run_logger().warning("could not publish the %s artifact: %s", ARTIFACT_KEY, error)

@@ -1,9 +1,11 @@
-"""The MLflow pyfunc wrapper that serves a ``Recommender`` (docs/interfaces.md).
+"""The MLflow pyfunc wrapper that serves a ``Recommender`` or a simple ``Baseline``
+(docs/interfaces.md).
 
 ``mlflow.pyfunc.load_model("models:/recloop@champion").predict(df, params={"k": 10})`` with ``df``
 holding ``user_id`` (str) and ``history`` (item ids, oldest first) returns ``user_id``,
-``item_ids`` (k strings, best first) and ``scores`` (k floats). The checkpoint travels as the
-model's ``checkpoint`` artifact, so a loaded model never depends on the process that logged it.
+``item_ids`` (k strings, best first) and ``scores`` (k floats). The model's state travels as an
+artifact (``checkpoint`` for a learned recommender, ``baseline`` for a baseline), so a loaded model
+never depends on the process that logged it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import pandas as pd
 logger = logging.getLogger(__name__)
 
 DEFAULT_PARAMS: dict[str, Any] = {"k": 10, "exclude_seen": True}
+CHECKPOINT_ARTIFACT, BASELINE_ARTIFACT = "checkpoint", "baseline"
 
 
 def parse_history(value: Any) -> list[str]:
@@ -66,17 +69,27 @@ def predictions_frame(
 
 
 class RecloopModel(mlflow.pyfunc.PythonModel):
-    """Serves ``models.sasrec.Recommender`` top-k recommendations through pyfunc."""
+    """Serves the top-k recommendations of a ``models.sasrec.Recommender`` or a
+    ``models.baselines.Baseline`` through pyfunc."""
 
     def __init__(self) -> None:
         self.recommender: Any = None
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
-        """Rebuild the recommender from the ``checkpoint`` artifact."""
-        from models.sasrec import Recommender  # imported here: torch only where it serves
+        """Rebuild the model from its ``baseline`` or ``checkpoint`` artifact."""
+        if BASELINE_ARTIFACT in context.artifacts:
+            from models.baselines import Baseline
 
-        self.recommender = Recommender.load(context.artifacts["checkpoint"])
-        logger.info("loaded recommender with %d items", len(self.recommender.item_ids))
+            self.recommender = Baseline.load(context.artifacts[BASELINE_ARTIFACT])
+        else:
+            from models.sasrec import Recommender  # imported here: torch only where it serves
+
+            self.recommender = Recommender.load(context.artifacts[CHECKPOINT_ARTIFACT])
+        logger.info(
+            "loaded %s with %d items",
+            getattr(self.recommender, "name", "recommender"),
+            len(self.recommender.item_ids),
+        )
 
     def predict(
         self,
@@ -86,7 +99,7 @@ class RecloopModel(mlflow.pyfunc.PythonModel):
     ) -> pd.DataFrame:
         """Top-k item ids and scores per row; params ``k`` (10) and ``exclude_seen`` (True)."""
         if self.recommender is None:
-            raise RuntimeError("RecloopModel has no recommender: load it through mlflow.pyfunc")
+            raise RuntimeError("RecloopModel has no model: load it through mlflow.pyfunc")
         params = {**DEFAULT_PARAMS, **(params or {})}
         k = int(params["k"])
         if k < 1:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from models.ranking import top_k
 from models.transitions import add_transition_scores, transition_csr
 
 logger = logging.getLogger(__name__)
@@ -552,20 +553,8 @@ class Recommender:
         self, histories: list[list[str]], k: int = 10, exclude_seen: bool = True
     ) -> tuple[list[list[str]], list[list[float]]]:
         """The top-``k`` item ids and their scores per history, best first."""
-        scores = self.score(histories)
-        k = min(k, len(self.item_ids))
-        ids_out: list[list[str]] = []
-        scores_out: list[list[float]] = []
-        for row, history in zip(scores, histories, strict=True):
-            if exclude_seen:
-                seen = [self.index[i] - 1 for i in history if i in self.index]
-                row[seen] = -np.inf
-            top = np.argpartition(-row, k - 1)[:k] if k > 0 else np.array([], dtype=int)
-            top = top[np.argsort(-row[top], kind="stable")]
-            top = top[np.isfinite(row[top])]
-            ids_out.append([self.item_ids[i] for i in top])
-            scores_out.append([float(row[i]) for i in top])
-        return ids_out, scores_out
+        seen = [[self.index[i] - 1 for i in h if i in self.index] for h in histories]
+        return top_k(self.score(histories), self.item_ids, seen if exclude_seen else None, k)
 
     def copy(self) -> Recommender:
         """An independent copy (the warm start of a fine-tune)."""

@@ -121,30 +121,37 @@ def format_cycle_table(rows: list[dict[str, Any]]) -> str:
     """The per-window table of ``recloop run`` (docs/interfaces.md)."""
     header = (
         f"{'window':>6} {'batch':<16} {'version':>7} {'ndcg@10':>8} {'recall@10':>9} "
-        f"{'champ ndcg':>10} {'champ rec':>9} {'pop ndcg':>8} {'pop rec':>8} "
-        f"{'trans ndcg':>10} {'users':>6}  decision"
+        f"{'champ ndcg':>10} {'pop ndcg':>8} {'recent ndcg':>11} {'trans ndcg':>10} "
+        f"{'users':>6}  {'decision':<14} serving"
     )
     lines = [header, "-" * len(header)]
     for row in rows:
         metrics = row.get("metrics", {}).get("rows", {})
 
-        def pick(model: str, name: str, metrics: dict[str, Any] = metrics) -> str:
+        def pick(model: str, name: str = "ndcg_at_10", metrics: dict[str, Any] = metrics) -> str:
             return _format_metric(metrics.get(model, {}).get(name))
 
-        if row.get("status") in {"promoted", "kept-champion"}:
-            decision = "promoted" if row["promoted"] else "kept champion"
-        else:
-            decision = row.get("status", "-")
+        decision = DECISIONS.get(row.get("status", ""), row.get("status", "-"))
+        serving = str(row.get("serving") or "-").replace("_", " ")
+        if row.get("champion"):
+            serving = f"v{row['champion']} {serving}"
         batches = ",".join(row.get("batches", [])) or "-"
         lines.append(
             f"{row['window']:>6} {batches[:16]:<16} {row.get('version') or '-':>7} "
-            f"{pick('candidate', 'ndcg_at_10'):>8} {pick('candidate', 'recall_at_10'):>9} "
-            f"{pick('champion', 'ndcg_at_10'):>10} {pick('champion', 'recall_at_10'):>9} "
-            f"{pick('popularity', 'ndcg_at_10'):>8} {pick('popularity', 'recall_at_10'):>8} "
-            f"{pick('transitions', 'ndcg_at_10'):>10} "
-            f"{row.get('data', {}).get('eval_users', '-'):>6}  {decision}"
+            f"{pick('candidate'):>8} {pick('candidate', 'recall_at_10'):>9} "
+            f"{pick('champion'):>10} {pick('popularity'):>8} {pick('recent_popularity'):>11} "
+            f"{pick('transitions'):>10} {row.get('data', {}).get('eval_users', '-'):>6}  "
+            f"{decision:<14} {serving}"
         )
     return "\n".join(lines)
+
+
+# A cycle's status as the table's decision column says it.
+DECISIONS = {
+    "promoted": "promoted",
+    "kept-champion": "kept champion",
+    "baseline-promoted": "baseline wins",
+}
 
 
 def _window_line(window: int, total: int, summary: dict[str, Any]) -> tuple[str, bool]:
@@ -153,11 +160,13 @@ def _window_line(window: int, total: int, summary: dict[str, Any]) -> tuple[str,
     for landed in summary.get("landed", []):
         if landed["status"] == "quarantined":
             return head + landed["message"], True
-    if summary.get("status") not in {"promoted", "kept-champion"}:
+    if summary.get("status") not in DECISIONS:
         reason = summary.get("reason") or "nothing new to learn"
         return head + f"{str(summary.get('status', '-')).replace('-', ' ')} ({reason})", False
     candidate = summary.get("metrics", {}).get("rows", {}).get("candidate", {})
     decision = "promoted to champion" if summary.get("promoted") else "not promoted"
+    if summary.get("status") == "baseline-promoted":
+        decision += f"; the {str(summary.get('serving')).replace('_', ' ')} baseline serves"
     return (
         head + f"batch {','.join(summary.get('batches', []))}: version {summary.get('version')} "
         f"{decision} (ndcg@10 {_format_metric(candidate.get('ndcg_at_10'))})",
@@ -498,20 +507,23 @@ def recommend_command(
             f"unknown user {user_id}: no events in {recloop_home.archive}; an unknown user gets "
             f"the popularity fallback (the most popular items): {again}"
         )
-    model = registry.load_champion_pyfunc(cfg, recloop_home)
+    model, version, kind = registry.load_champion_pyfunc(cfg, recloop_home)
     events = history.get(user_id, [])
     out = model.predict(pd.DataFrame({"user_id": [user_id], "history": [events]}), params={"k": k})
     titles = archive.items.set_index("item_id")["title"]
     row = out.iloc[0]
     basis = f"{len(events)} events" if events else "unknown user: popularity fallback"
+    shown = kind.replace("baseline:", "").replace("_", " ") + (" baseline" if ":" in kind else "")
     typer.echo(
-        f"{cfg.registry.model_name} champion version {version}, top {k} for {user_id} ({basis}):"
+        f"{cfg.registry.model_name} champion version {version} ({shown}), top {k} for {user_id} "
+        f"({basis}):"
     )
     for rank, (item, score) in enumerate(zip(row["item_ids"], row["scores"], strict=True), 1):
         typer.echo(f"{rank:>3}. {item:<14} {score:8.4f}  {titles.get(item, '')}")
     return {
         "user_id": user_id,
         "version": version,
+        "model_kind": kind,
         "item_ids": list(row["item_ids"]),
         "scores": list(row["scores"]),
     }

@@ -60,7 +60,6 @@ class GateConfig:
 
     metric: str = "ndcg_at_10"  # the metric the candidate must win on
     min_relative_gain: float = 0.0  # relative margin it must beat the champion by (0.05 = 5 %)
-    must_beat_popularity: bool = True  # it must also beat the popularity baseline
     max_retention_drop: float = (
         0.2  # most relative drop below the champion on earlier data (<0 = off)
     )

@@ -26,7 +26,8 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from recloop.baselines import ItemTransitions, Popularity, RecentPopularity
+from models.baselines import KINDS, Baseline
+from recloop.baselines import fit_baselines
 from recloop.config import Config
 from recloop.data import EvalCases
 from recloop.metrics import metrics_from_ranks, target_ranks
@@ -35,7 +36,7 @@ logger = logging.getLogger(__name__)
 
 CANDIDATE, CHAMPION = "candidate", "champion"
 EVAL_BATCH_SIZE = 256  # cases scored at once (a memory and speed trade-off; ranks do not change)
-BASELINES = ("popularity", "recent_popularity", "transitions")
+BASELINES = KINDS  # popularity, recent_popularity, transitions
 
 
 class Scorer(Protocol):
@@ -200,6 +201,8 @@ class EvaluationReport:
     # where those cases come from ("previous window" or "earlier events", tasks.prepare).
     retention: dict[str, dict[str, float]] = field(default_factory=dict)
     retention_scope: str = ""
+    # The fitted baselines behind the baseline rows (not serialised): the gate may serve one.
+    baselines: dict[str, Baseline] = field(default_factory=dict, repr=False, compare=False)
 
     def metric(self, model: str, name: str) -> float:
         """One number, e.g. ``report.metric("candidate", "ndcg_at_10")``."""
@@ -211,16 +214,19 @@ class EvaluationReport:
         """A model's metrics, or None when it was not evaluated (e.g. no champion yet)."""
         return self.rows.get(model)
 
-    def flat_metrics(self) -> dict[str, float]:
+    def flat_metrics(self, primary: str = CANDIDATE) -> dict[str, float]:
         """``{"ndcg_at_10": candidate's, "champion_ndcg_at_10": ..., "popularity_mrr": ...}``.
 
-        The candidate's metrics are unprefixed (the run metrics of docs/interfaces.md); every other
-        model's are prefixed with its name.
+        ``primary``'s metrics are unprefixed (the run metrics of docs/interfaces.md); every
+        model's are also there prefixed with its name, but the candidate's when it is primary.
         """
         out: dict[str, float] = {}
         for model, metrics in self.rows.items():
-            prefix = "" if model == CANDIDATE else f"{model}_"
-            out.update({f"{prefix}{key}": float(value) for key, value in metrics.items()})
+            prefixes = [f"{model}_"]
+            if model == primary:
+                prefixes = [""] + ([] if model == CANDIDATE else prefixes)
+            for prefix in prefixes:
+                out.update({f"{prefix}{key}": float(value) for key, value in metrics.items()})
         for model, metrics in self.retention.items():
             prefix = "retention_" if model == CANDIDATE else f"{model}_retention_"
             out.update({f"{prefix}{key}": float(value) for key, value in metrics.items()})
@@ -300,9 +306,8 @@ def evaluate_all(
     scorers: dict[str, Scorer] = {CANDIDATE: candidate}
     if champion is not None:
         scorers[CHAMPION] = champion
-    scorers["popularity"] = Popularity(train_interactions, catalogue_ids)
-    scorers["recent_popularity"] = RecentPopularity(train_interactions, catalogue_ids)
-    scorers["transitions"] = ItemTransitions(train_interactions, catalogue_ids)
+    baselines = fit_baselines(train_interactions, catalogue_ids)
+    scorers.update(baselines)
     rows: dict[str, dict[str, float]] = {}
     seconds: dict[str, float] = {}
     for name, scorer in scorers.items():
@@ -336,4 +341,5 @@ def evaluate_all(
         seconds=seconds,
         retention=kept,
         retention_scope=(retention.scope or "earlier events") if kept else "",
+        baselines=baselines,
     )

@@ -44,7 +44,13 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
-from models.pyfunc import DEFAULT_PARAMS, predictions_frame
+from models.baselines import KINDS, Baseline
+from models.pyfunc import (
+    BASELINE_ARTIFACT,
+    CHECKPOINT_ARTIFACT,
+    DEFAULT_PARAMS,
+    predictions_frame,
+)
 from recloop.config import Config
 from recloop.paths import Home
 
@@ -59,6 +65,9 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 MODEL_ARTIFACT = "model"  # name of the pyfunc model inside a run
 CHECKPOINT_NAME = "recommender.pt"
+BASELINE_NAME = "baseline.npz"
+# Version tag saying what serves: "learned" (a trained recommender) or "baseline:<name>".
+MODEL_KIND, LEARNED, BASELINE_KIND = "model_kind", "learned", "baseline"
 # Run tag naming one promotion attempt: a retried attempt finds the version it already registered.
 CANDIDATE_KEY = "candidate_key"
 # The experiment tag the MLflow UI reads for the experiment's type, and the value of its "machine
@@ -75,7 +84,7 @@ INCREMENTAL, FULL_RETRAIN, FROM_SCRATCH = "incremental", "full-retrain", "from-s
 CURVE_LOSS, CURVE_VAL = "train_loss", "val_ndcg_at_10"
 BATCH_PREFIX = 8  # hex digits of a batch id shown in run names (ids have 16)
 # Models drawn beside the candidate in the per-version plot (run metrics ``<model>_<metric>``).
-BASELINES = ("popularity", "recent_popularity", "transitions")
+BASELINES = KINDS
 # The model-from-code file logged with every candidate (see Registry.log_candidate).
 MODEL_SCRIPT = """\
 import mlflow.models
@@ -162,11 +171,21 @@ def _with_version(name: str, version: str) -> str:
     return f"v{version} " + re.sub(r"^v\d+ ", "", name)
 
 
-def gate_note(version: str, decision: Decision) -> str:
-    """The run's description: the gate's decision and its reason."""
-    verdict = "passed" if decision.promote else "failed"
-    outcome = "promoted to champion" if decision.promote else "not promoted"
+def gate_note(version: str, decision: Decision, served: bool | None = None) -> str:
+    """The run's description: the gate's decision and its reason. ``served``: whether this
+    version became champion (default: whether the decision promotes the candidate)."""
+    served = decision.promote if served is None else served
+    verdict = "passed" if served else "failed"
+    outcome = "promoted to champion" if served else "not promoted"
+    if not served and decision.baseline:
+        outcome += f"; the {decision.baseline.replace('_', ' ')} baseline serves"
     return f"**Gate {verdict}: version {version} {outcome}.**\n\nReason: {decision.reason}\n"
+
+
+def model_kind(tags: dict[str, str]) -> str:
+    """``learned`` or ``baseline:<name>``, from a version's tags (versions registered before the
+    tag existed are learned)."""
+    return tags.get(MODEL_KIND) or LEARNED
 
 
 @dataclass(frozen=True)
@@ -314,12 +333,12 @@ class Registry:
         numbers = sorted({int(mv.version) for mv in found})
         return [self.version_info(str(n)) for n in numbers]
 
-    def load_version(self, version: str) -> Recommender:
-        """Download a version's pyfunc model and rebuild its recommender from the checkpoint."""
+    def load_version(self, version: str) -> Recommender | Baseline:
+        """Download a version's pyfunc model and rebuild its recommender (or baseline)."""
         loaded = mlflow.pyfunc.load_model(f"models:/{self.name}/{version}")
         return loaded.unwrap_python_model().recommender
 
-    def load_champion(self) -> tuple[Recommender, dict[str, Any]] | None:
+    def load_champion(self) -> tuple[Recommender | Baseline, dict[str, Any]] | None:
         """The champion rebuilt from the registry's artifacts, with its version info, or None."""
         version = self.champion_version()
         if version is None:
@@ -327,6 +346,21 @@ class Registry:
         recommender = self.load_version(version)
         logger.info("loaded champion %s version %s", self.name, version)
         return recommender, self.version_info(version)
+
+    def latest_learned(self) -> tuple[Recommender, dict[str, Any]] | None:
+        """The newest learned (not baseline) version, rebuilt, with its info; or None. A baseline
+        champion's successor starts from it: it learned the same batches."""
+        try:
+            found = self.client.search_model_versions(f"name='{self.name}'")
+        except MlflowException:
+            return None
+        for mv in sorted(found, key=lambda mv: int(mv.version), reverse=True):
+            if model_kind(dict(mv.tags)) == LEARNED:
+                version = str(mv.version)
+                learned = self.load_version(version)
+                logger.info("loaded the latest learned %s version %s", self.name, version)
+                return learned, self.version_info(version)  # type: ignore[return-value]
+        return None
 
     def find_candidate(
         self, key: str | None = None, run_id: str | None = None
@@ -445,7 +479,7 @@ class Registry:
         promotion attempt, e.g. a Prefect task run id), is reused: a retry after a partial
         failure never registers the candidate twice.
         """
-        raw = tags or {}
+        raw = {MODEL_KIND: LEARNED, **(tags or {})}
         tags = {name: _tag(value) for name, value in raw.items()}
         version_tags = {**tags, "metrics": _tag(report.rows["candidate"])}
         if decision is not None:
@@ -482,20 +516,61 @@ class Registry:
             )
             return self._complete(logged, decision)
 
+    def register_baseline(
+        self,
+        baseline: Baseline,
+        report: EvaluationReport,
+        tags: dict[str, Any],
+        decision: Decision,
+        key: str,
+    ) -> LoggedCandidate:
+        """Register ``baseline`` (fitted on the same data as the candidate it beat) as a version
+        in a run of its own, named ``v7 baseline recent_popularity batch ac1eb9e2``, with the
+        metrics of ``report`` (its own unprefixed) and ``tags`` plus ``model_kind`` =
+        ``baseline:<name>``, ``training`` = ``baseline`` and the gate's decision. ``key`` names
+        the attempt: a retry finds the version the first attempt registered. ``challenger``
+        stays on the learned candidate."""
+        name = baseline.name
+        version_tags = {
+            **{tag: _tag(value) for tag, value in tags.items()},
+            "training": BASELINE_KIND,
+            MODEL_KIND: f"{BASELINE_KIND}:{name}",
+            "metrics": _tag(report.rows[name]),
+            "gate": "passed",
+            "reason": decision.reason,
+        }
+        for absent in ("warm_start", "encoder_pretrained"):
+            version_tags.pop(absent, None)
+        run_tags = {k: v for k, v in version_tags.items() if k != "metrics"} | {CANDIDATE_KEY: key}
+        logged = self.find_candidate(key)
+        if logged is None:
+            batches = batch_list(tags.get("batch_ids"))
+            with self.candidate_run(f"{BASELINE_KIND} {name}", batches, run_tags) as run:
+                logged = self._register(
+                    run.run_id, baseline, report, run_tags, version_tags, None, None, name
+                )
+        run = self.client.get_run(logged.run_id)
+        self.client.update_run(logged.run_id, name=_with_version(run.info.run_name, logged.version))
+        self.client.set_tag(logged.run_id, RUN_NOTE, gate_note(logged.version, decision, True))
+        logger.info("registered the %s baseline as %s version %s", name, self.name, logged.version)
+        return logged
+
     def _register(
         self,
         run_id: str,
-        recommender: Recommender,
+        model: Recommender | Baseline,
         report: EvaluationReport,
         run_tags: dict[str, str],
         version_tags: dict[str, str],
         extra_metrics: dict[str, float] | None,
         artifacts: dict[str, Any] | None,
+        primary: str = "candidate",
     ) -> LoggedCandidate:
         """Log the evaluation (metrics, report) and the pyfunc model in ``run_id``, then create
-        the registered version with its tags in one step (it never exists without them)."""
+        the registered version with its tags in one step (it never exists without them).
+        ``primary``: the report's row that is this model (its metrics are logged unprefixed)."""
         now = int(time.time() * 1000)
-        metrics = {**report.flat_metrics(), **(extra_metrics or {})}
+        metrics = {**report.flat_metrics(primary), **(extra_metrics or {})}
         points = [Metric(k, float(v), now, 0) for k, v in metrics.items() if math.isfinite(v)]
         tags = [RunTag(k, v) for k, v in run_tags.items()]
         self.client.log_batch(run_id, metrics=points[:1000], tags=tags)
@@ -505,7 +580,7 @@ class Registry:
         self.client.log_text(run_id, report.to_markdown(), "evaluation/report.md")
         for name, value in (artifacts or {}).items():
             self.client.log_dict(run_id, value, f"{name}.json")
-        model_id = self._log_model(run_id, recommender)
+        model_id = self._log_model(run_id, model)
         try:
             self.client.create_registered_model(self.name)
         except MlflowException as error:
@@ -519,17 +594,19 @@ class Registry:
             version, run_id, f"models:/{self.name}/{version}", self.experiment_id
         )
 
-    def _log_model(self, run_id: str, recommender: Recommender) -> str:
-        """Log the pyfunc model (code + checkpoint) as an output of ``run_id``; its model id."""
+    def _log_model(self, run_id: str, model_state: Recommender | Baseline) -> str:
+        """Log the pyfunc model (code + checkpoint, or code + baseline) as an output of
+        ``run_id``; its model id."""
         model = mlflow.initialize_logged_model(
             name=MODEL_ARTIFACT,
             source_run_id=run_id,
             params={k: _tag(v) for k, v in self.config.flat().items()},
             experiment_id=self.experiment_id,
         )
+        baseline = isinstance(model_state, Baseline)
         with tempfile.TemporaryDirectory(prefix="recloop-ckpt-") as tmp:
-            checkpoint = Path(tmp) / CHECKPOINT_NAME
-            recommender.save(checkpoint)
+            state = Path(tmp) / (BASELINE_NAME if baseline else CHECKPOINT_NAME)
+            model_state.save(state)
             # Models from code: the logged model imports RecloopModel when loaded instead of
             # unpickling an object, so it survives refactors of everything but that import.
             script = Path(tmp) / "recloop_model.py"
@@ -546,8 +623,8 @@ class Registry:
                     run_id=run_id,
                     model_id=model.model_id,
                     python_model=str(script),
-                    artifacts={"checkpoint": str(checkpoint)},
-                    signature=_signature(recommender),
+                    artifacts={BASELINE_ARTIFACT if baseline else CHECKPOINT_ARTIFACT: str(state)},
+                    signature=_signature(model_state),
                     pip_requirements=_requirements(),
                 )
         return model.model_id
@@ -676,7 +753,7 @@ def experiment_url(tracking_uri: str, experiment_id: str) -> str:
     return ui_url(tracking_uri, f"experiments/{experiment_id}/runs")
 
 
-def _signature(recommender: Recommender) -> Any:
+def _signature(recommender: Recommender | Baseline) -> Any:
     """Input ``user_id`` + ``history`` (list of str), the pyfunc output of docs/interfaces.md,
     params ``k`` and ``exclude_seen``."""
     example_items = list(recommender.item_ids[:2])
@@ -770,20 +847,26 @@ def log_benchmark(
     return run.info.run_id
 
 
-def load_champion_pyfunc(config: Config, home: Home) -> Any:
-    """The champion as served: ``mlflow.pyfunc.load_model("models:/<name>@champion")``."""
+def load_champion_pyfunc(config: Config, home: Home) -> tuple[Any, str, str]:
+    """The champion as served (its pyfunc model), its version and its kind (``learned`` or
+    ``baseline:<name>``). The alias is read once and the model loaded by that version, so the
+    version named is the one that answers even if the alias moves meanwhile."""
     registry = configure(home, config)
-    if registry.champion_version() is None:
+    version = registry.champion_version()
+    if version is None:
         raise LookupError(f"no {CHAMPION!r} alias on model {registry.name!r} at {registry.uri}")
-    return mlflow.pyfunc.load_model(f"models:/{registry.name}@{CHAMPION}")
+    kind = model_kind(registry.version_info(version)["tags"])
+    return mlflow.pyfunc.load_model(f"models:/{registry.name}/{version}"), version, kind
 
 
-def load_champion(config: Config, home: Home) -> tuple[Recommender, dict[str, Any]] | None:
-    """The champion recommender rebuilt from the registry (not from memory), or None."""
+def load_champion(
+    config: Config, home: Home
+) -> tuple[Recommender | Baseline, dict[str, Any]] | None:
+    """The champion (a recommender or a baseline) rebuilt from the registry, or None."""
     return configure(home, config).load_champion()
 
 
-def load_model_uri(uri: str, config: Config, home: Home) -> Recommender:
+def load_model_uri(uri: str, config: Config, home: Home) -> Recommender | Baseline:
     """The recommender behind a model URI (``models:/recloop@champion``, ``models:/recloop/3``,
     ``runs:/<run id>/model``) in the home's tracking store, rebuilt from its checkpoint artifact.
 

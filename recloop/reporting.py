@@ -101,7 +101,8 @@ def cycle_markdown(summary: dict[str, Any], primary: str = "ndcg_at_10") -> str:
     and reason, and where the MLflow run is.
 
     ``summary`` is what ``flows.cycle.train_evaluate_promote`` returns: ``training``,
-    ``version``, ``promoted``, ``reason``, ``champion_before``, ``batches``, ``metrics`` (an
+    ``version``, ``promoted``, ``status``, ``champion``, ``serving``, ``reason``,
+    ``champion_before``, ``batches``, ``metrics`` (an
     evaluation report's ``to_dict()``), ``data`` and ``mlflow`` (``run_id``, ``run_url``,
     ``tracking_uri``, ``experiment_id``, ``model_name``). ``primary`` is the gate's metric.
     """
@@ -139,12 +140,21 @@ def cycle_markdown(summary: dict[str, Any], primary: str = "ndcg_at_10") -> str:
     promoted = bool(summary.get("promoted"))
     mlflow_info = summary.get("mlflow", {})
     model = mlflow_info.get("model_name", "recloop")
-    decision = (
-        f"**promoted**: `{model}@champion` is now version {version}"
-        if promoted
-        else f"**kept champion** (version {summary.get('champion_before') or '-'}); "
-        f"version {version} is `{model}@challenger`"
-    )
+    serving = str(summary.get("serving") or "")
+    if promoted:
+        decision = f"**promoted**: `{model}@champion` is now version {version} (learned)"
+    elif summary.get("status") == "baseline-promoted":
+        decision = (
+            f"**the {serving.replace('_', ' ')} baseline serves**: `{model}@champion` is now "
+            f"version {summary.get('champion')}, the baseline fitted on the same data; candidate "
+            f"version {version} is `{model}@challenger`"
+        )
+    else:
+        kind = f", {serving.replace('_', ' ')}" if serving else ""
+        decision = (
+            f"**kept champion** (version {summary.get('champion_before') or '-'}{kind}); "
+            f"version {version} is `{model}@challenger`"
+        )
     lines = [
         f"# recloop {summary.get('training', 'cycle')}: candidate version {version}",
         "",

@@ -1,8 +1,9 @@
-"""Promotion: register every candidate, let the gate decide, move ``champion`` if it passes.
+"""Promotion: register every candidate, let the gate choose who serves, move ``champion``.
 
-The decision is :func:`recloop.gate.should_promote` on the evaluation report's numbers (candidate,
-champion and popularity all measured on the same cases); the registry I/O is
-:mod:`recloop.registry`.
+The decision is :func:`recloop.gate.choose_champion` on the evaluation report's numbers
+(candidate, champion and the baselines, all measured on the same cases). The candidate is always
+registered; when a baseline wins, that baseline (fitted on the candidate's training data) is
+registered too and becomes champion. The registry I/O is :mod:`recloop.registry`.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from prefect.cache_policies import NO_CACHE
 
 from recloop import registry
 from recloop.config import Config
-from recloop.evaluation import CANDIDATE, CHAMPION, EvaluationReport
-from recloop.gate import Decision, should_promote
+from recloop.evaluation import BASELINES, CANDIDATE, CHAMPION, EvaluationReport
+from recloop.gate import Decision, choose_champion
 from recloop.paths import Home
 
 if TYPE_CHECKING:
@@ -33,16 +34,21 @@ class PromotionResult:
     version: str  # the candidate's registered version
     decision: Decision
     champion_version_before: str | None
-    promoted: bool
+    promoted: bool  # the candidate became champion
     run_id: str
     run_url: str = ""  # the candidate run's page in the MLflow UI
     tracking_uri: str = ""
     experiment_id: str = ""
+    baseline_version: str | None = None  # the baseline registered and promoted instead, if any
+    # What serves after this step: "learned" or a baseline's name ("" before any champion).
+    serving: str = ""
 
     @property
     def champion_version(self) -> str | None:
         """The champion after this promotion step."""
-        return self.version if self.promoted else self.champion_version_before
+        if self.promoted:
+            return self.version
+        return self.baseline_version or self.champion_version_before
 
 
 def promote_candidate(
@@ -78,13 +84,13 @@ def promote_candidate(
         # Without the champion's numbers on these cases the gate would compare against nothing.
         logger.warning(
             "registry has champion version %s but the report has no champion row; "
-            "gating against popularity only",
+            "gating against the baselines only",
             before,
         )
-    decision = should_promote(
+    decision = choose_champion(
         report.rows[CANDIDATE],
         champion_metrics,
-        report.get("popularity"),
+        {name: report.rows[name] for name in BASELINES if name in report.rows},
         config.gate,
         retention=report.retention_pair(),
     )
@@ -99,8 +105,34 @@ def promote_candidate(
         key=candidate_key,
         run_id=run_id,
     )
+    baseline_version = None
     if decision.promote:
         reg.set_champion(logged.version, decision.reason)
+    elif decision.baseline:
+        baseline = report.baselines.get(decision.baseline)
+        if baseline is None:
+            raise ValueError(f"the report holds no fitted {decision.baseline} baseline to serve")
+        lineage = ("trained_batches", "data_fingerprint")
+        baseline.metadata.update(
+            {key: recommender.metadata[key] for key in lineage if key in recommender.metadata}
+        )
+        served = reg.register_baseline(
+            baseline,
+            report,
+            {k: v for k, v in all_tags.items() if k not in {"warm_start", "encoder_pretrained"}},
+            decision,
+            key=f"{logged.run_id}:{decision.baseline}",
+        )
+        baseline_version = served.version
+        reg.set_champion(served.version, decision.reason)
+    if decision.promote:
+        serving = registry.LEARNED
+    elif decision.baseline:
+        serving = decision.baseline
+    elif before is not None:
+        serving = registry.model_kind(reg.version_info(before)["tags"]).removeprefix("baseline:")
+    else:
+        serving = ""
     logger.info("candidate version %s: %s", logged.version, decision.reason)
     return PromotionResult(
         version=logged.version,
@@ -111,6 +143,8 @@ def promote_candidate(
         run_url=reg.run_url(logged.run_id),
         tracking_uri=reg.uri,
         experiment_id=reg.experiment_id,
+        baseline_version=baseline_version,
+        serving=serving,
     )
 
 

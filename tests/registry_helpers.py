@@ -7,9 +7,11 @@ folder (it holds the top conftest.py) on ``sys.path``.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import torch
 
 from models.sasrec import Recommender, SeqRec
+from recloop.baselines import fit_baselines
 from recloop.config import RecommenderConfig
 from recloop.evaluation import EvaluationReport
 
@@ -28,8 +30,15 @@ def tiny_recommender(seed: int) -> Recommender:
     return Recommender(model, ITEMS, popularity=np.arange(len(ITEMS), 0, -1), metadata={"s": seed})
 
 
-def report(candidate: float, champion: float | None, popularity: float) -> EvaluationReport:
-    """An evaluation report with the given NDCG@10 for candidate, champion and popularity."""
+def report(
+    candidate: float,
+    champion: float | None,
+    popularity: float,
+    recent: float = 0.01,
+    transitions: float = 0.02,
+) -> EvaluationReport:
+    """An evaluation report with the given NDCG@10 for candidate, champion and baselines, and
+    the baselines themselves, fitted on a few real events over :data:`ITEMS`."""
 
     def row(v: float) -> dict[str, float]:
         return {"ndcg_at_10": v, "recall_at_10": 2 * v, "mrr": v / 2, "n_cases": 5}
@@ -39,7 +48,21 @@ def report(candidate: float, champion: float | None, popularity: float) -> Evalu
         rows["champion"] = row(champion)
     rows |= {
         "popularity": row(popularity),
-        "recent_popularity": row(0.01),
-        "transitions": row(0.02),
+        "recent_popularity": row(recent),
+        "transitions": row(transitions),
     }
-    return EvaluationReport(rows=rows, n_users=5, n_items=len(ITEMS), seed=42, ks=(10,))
+    events = pd.DataFrame(
+        {
+            "user_id": ["u1", "u1", "u1", "u2", "u2", "u3"],
+            "item_id": ["i0", "i1", "i2", "i1", "i2", "i5"],
+            "timestamp": [1, 2, 3, 4, 5, 100],
+        }
+    )
+    return EvaluationReport(
+        rows=rows,
+        n_users=5,
+        n_items=len(ITEMS),
+        seed=42,
+        ks=(10,),
+        baselines=fit_baselines(events, ITEMS),
+    )

@@ -152,7 +152,7 @@ wait_for prefect "$PREFECT_URL/api/health" 180
 
 # What to show, from MLflow's REST API (see mlflow_lookup.py): the experiment, the run for the
 # learning curve and its multi-step metrics, the run table's columns.
-IFS=$'\x1f' read -r EXP_ID RUN_ID RUN_NAME NEWEST_NAME SOME_METRIC CURVES VIEW_STATE < <(
+IFS=$'\x1f' read -r EXP_ID RUN_ID RUN_NAME NEWEST_NAME _ CURVES VIEW_STATE < <(
   "$PY" "$HERE/mlflow_lookup.py" "$MLFLOW_URL" "$EXPERIMENT" "$RUN_COLUMNS"
 ) || die "could not read experiment '$EXPERIMENT' from $MLFLOW_URL"
 log "experiment $EXPERIMENT = $EXP_ID; learning curve from run $RUN_ID '$RUN_NAME'" \
@@ -184,12 +184,13 @@ shot "$OUT/mlflow-runs.png" "$URL_RUNS" "${MLFLOW_BROWSER[@]}" \
   --wait-text "$NEWEST_NAME" --wait-text "matching run"
 
 # The run's "Model metrics" tab charts every metric; when some have several steps, the charts'
-# search box (a regular expression) keeps just those curves.
+# search box (a regular expression) keeps just those curves. The charts' titles are drawn in SVG,
+# which the page's text does not hold: the section header "Model metrics (N)" says they are there.
 URL_CURVE="$MLFLOW_URL/#/experiments/$EXP_ID/runs/$RUN_ID/model-metrics?workflowType=machine_learning"
 CURVE_FILTER=()
 [[ -n $CURVES ]] && CURVE_FILTER=(--type 'input[placeholder="Search metric charts"]' "$CURVES")
 shot "$OUT/mlflow-learning-curve.png" "$URL_CURVE" "${MLFLOW_BROWSER[@]}" "${CURVE_FILTER[@]}" \
-  --wait-text "$RUN_NAME" --wait-text "$SOME_METRIC"
+  --wait-text "$RUN_NAME" --wait-text "Model metrics ("
 
 URL_PREFECT="$PREFECT_URL/runs"
 # Scrolled past the filters and the duration chart to the list itself.

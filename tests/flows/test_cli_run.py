@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+from cli_helpers import table_rows
 from typer.testing import CliRunner
 
 from recloop.cli import app
@@ -43,7 +44,7 @@ def _check_flow_runs(rows: list[list[str]], home: Path) -> None:
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
 
     for row in rows:
-        batch, version, decision = row[1][:8], row[2], " ".join(row[11:])
+        batch, version, decision = row[1][:8], row[2], row[10]
         with get_client(sync_client=True) as client:
             [run] = client.read_flow_runs(
                 flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[f"batch:{batch}"]))
@@ -73,7 +74,7 @@ def _check_recommend(home: Path, config: Path, champion: str) -> None:
     known = runner.invoke(app, ["recommend", user, "--k", "3", *args])
     assert known.exit_code == 0, known.output
     lines = known.output.strip().splitlines()
-    assert lines[0].startswith(f"recloop champion version {champion}, top 3 for {user} (")
+    assert lines[0].startswith(f"recloop champion version {champion} (learned), top 3 for {user} (")
     assert len(lines) == 4
 
     unknown = runner.invoke(app, ["recommend", "nobody", *args])
@@ -88,7 +89,7 @@ def _check_recommend(home: Path, config: Path, champion: str) -> None:
     assert "(unknown user: popularity fallback)" in fallback.output.splitlines()[0]
 
 
-def test_run_replays_windows_and_prints_the_cycle_table(
+def test_run_replays_windows_and_prints_the_cycletable_rows(
     prefect_server: None, tiny_config: Path, tmp_path: Path
 ) -> None:
     data = write_dataset(simulate(seed=5, n_users=120, n_items=150), tmp_path / "data")
@@ -96,35 +97,28 @@ def test_run_replays_windows_and_prints_the_cycle_table(
     args = ["run", "--data", str(data), "--windows", "2", "--home", str(home)]
     result = CliRunner().invoke(app, [*args, "--config", str(tiny_config)])
     assert result.exit_code == 0, result.output
-    lines = result.output.strip().splitlines()
-    header = next(i for i, line in enumerate(lines) if line.lstrip().startswith("window"))
-    # The table follows its header and rule; log lines (stderr, mixed in by the runner) may follow.
-    rows = [line.split() for line in lines[header + 2 :] if re.match(r"^\s+\d+\s", line)]
+    rows = table_rows(result.output)
     assert [row[0] for row in rows] == ["1", "2"], result.output
     assert [row[2] for row in rows] == ["1", "2"]  # one registered candidate version per window
     first, second = rows
-    # Window 1 is gated against popularity (no champion yet) and must beat it; from window 2 on
-    # the candidate is compared with that champion on the same events.
-    assert first[-1] == "promoted"
+    # Window 1 is gated against the baselines (no champion yet) and must beat them all; from
+    # window 2 on the candidate is compared with that champion on the same events.
+    assert first[-2:] == ["promoted", "v1 learned"]
     assert first[5] == "-" and second[5] != "-"
-    assert all(float(row[3]) >= 0 and float(row[7]) >= 0 for row in rows)
+    assert all(float(value) >= 0 for row in rows for value in (row[3], *row[6:9]))
     _check_quiet_console(result.output, home)
     _check_flow_runs(rows, home)
-    _check_recommend(home, tiny_config, [row[2] for row in rows if row[-1] == "promoted"][-1])
+    champion = second[-1].split()[0].removeprefix("v")
+    _check_recommend(home, tiny_config, champion)
 
     # Running the same replay again lands nothing twice. A window whose candidate passed the gate
     # is up to date; one whose candidate failed it stays pending and is learned again.
     again = CliRunner().invoke(app, [*args, "--config", str(tiny_config)])
     assert again.exit_code == 0, again.output
-    if second[-1] == "promoted":
+    if second[-2] != "kept champion":
         assert "up-to-date" in again.output
     else:
-        again_lines = again.output.strip().splitlines()
-        start = next(i for i, line in enumerate(again_lines) if line.lstrip().startswith("window"))
-        again_rows = [
-            line.split() for line in again_lines[start + 2 :] if re.match(r"^\s+\d+\s", line)
-        ]
-        assert again_rows[0][1] == second[1]  # window 2's batch, still pending, learned again
+        assert table_rows(again.output)[0][1] == second[1]  # window 2's batch, learned again
 
 
 def test_ingest_then_update_learns_the_landed_batch(

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from cli_helpers import table_rows
 from typer.testing import CliRunner
 
 from recloop.cli import app
@@ -24,13 +24,6 @@ def _registry(home: Path):
 
     mlflow.set_tracking_uri(f"sqlite:///{home / 'mlflow.db'}")
     return MlflowClient()
-
-
-def _table_rows(output: str) -> list[list[str]]:
-    """The rows of the cycle table in mixed CLI output (log lines may surround it)."""
-    lines = output.strip().splitlines()
-    header = next(i for i, line in enumerate(lines) if line.lstrip().startswith("window"))
-    return [line.split() for line in lines[header + 2 :] if re.match(r"^\s+\d+\s", line)]
 
 
 def test_full_retrain_trains_from_scratch_on_every_batch(
@@ -56,24 +49,27 @@ def test_full_retrain_trains_from_scratch_on_every_batch(
     batch_ids = [cycle["landed"][0]["batch_id"] for cycle in cycles]
     client = _registry(home.root)
     champion_before = str(client.get_model_version_by_alias("recloop", "champion").version)
+    assert champion_before == cycles[-1]["champion"]
+    # A cycle registers its candidate, and the baseline it serves instead when one wins.
+    new = str(len(client.search_model_versions("name='recloop'")) + 1)
 
     out = full_retrain(home=str(home.root), config_path=str(tiny_config))
 
-    assert out["version"] == "3"
+    assert out["version"] == new
     assert out["status"] in {"promoted", "kept-champion"}
     assert out["batches"] == batch_ids
     assert out["champion_before"] == champion_before
-    version = client.get_model_version("recloop", "3")
+    version = client.get_model_version("recloop", new)
     assert version.tags["training"] == "full-retrain"
     assert version.tags["warm_start"] == "false"
     assert version.tags["batch_ids"] == ",".join(batch_ids)
     assert version.tags["parent_version"] == champion_before
     run = client.get_run(version.run_id)
     first, last = batch_ids[0][:8], batch_ids[-1][:8]
-    assert run.info.run_name == f"v3 full-retrain 2 batches {first}..{last}"
+    assert run.info.run_name == f"v{new} full-retrain 2 batches {first}..{last}"
     assert out["reason"] in run.data.tags["mlflow.note.content"]
     assert len(client.get_metric_history(version.run_id, "val_ndcg_at_10")) > 1
-    recommender = registry.configure(home, load_config(tiny_config)).load_version("3")
+    recommender = registry.configure(home, load_config(tiny_config)).load_version(new)
     assert recommender.metadata["trained_batches"] == batch_ids
     assert recommender.metadata["warm_start"] is False
 
@@ -85,13 +81,14 @@ def test_full_retrain_trains_from_scratch_on_every_batch(
     rows, last_rows = out["metrics"]["rows"], last["metrics"]["rows"]
     assert rows["popularity"] == pytest.approx(last_rows["popularity"])
     assert rows["transitions"] == pytest.approx(last_rows["transitions"])
-    champion_then = last_rows["candidate" if champion_before == "2" else "champion"]
+    served = {"promoted": "candidate", "baseline-promoted": last["serving"]}
+    champion_then = last_rows[served.get(last["status"], "champion")]
     assert rows["champion"] == pytest.approx(champion_then)
     assert rows["candidate"]["n_cases"] == rows["champion"]["n_cases"]
 
-    expected = "3" if out["promoted"] else champion_before
-    assert str(client.get_model_version_by_alias("recloop", "champion").version) == expected
-    assert str(client.get_model_version_by_alias("recloop", "challenger").version) == "3"
+    assert str(client.get_model_version_by_alias("recloop", "champion").version) == out["champion"]
+    assert out["champion"] == new if out["promoted"] else out["champion"] != new
+    assert str(client.get_model_version_by_alias("recloop", "challenger").version) == new
 
 
 def test_retrain_command_lands_the_data_then_retrains(
@@ -107,9 +104,9 @@ def test_retrain_command_lands_the_data_then_retrains(
 
     result = CliRunner().invoke(app, [*args, "--data", str(data)])
     assert result.exit_code == 0, result.output
-    rows = _table_rows(result.output)
+    rows = table_rows(result.output)
     assert len(rows) == 1 and rows[0][2] == "1", result.output
-    assert rows[0][-1] == "promoted"  # the first version is gated against popularity
+    assert rows[0][-2:] == ["promoted", "v1 learned"]  # gated against the baselines
     assert len(list(home.archive.iterdir())) == 1  # the whole folder landed as one batch
     assert _registry(home.root).get_model_version("recloop", "1").tags["training"] == (
         "full-retrain"

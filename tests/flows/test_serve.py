@@ -118,13 +118,18 @@ class Stack:
         uri = f"sqlite:///{self.home / 'mlflow.db'}"
         return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
-    def versions(self) -> dict[int, dict[str, str]]:
-        """Every registered version's tags, by version number."""
+    def versions(self, learned: bool = True) -> dict[int, dict[str, str]]:
+        """The tags of every registered learned candidate (with ``learned=False``, of every
+        version, the baselines the gate served too), by version number."""
         if not (self.home / "mlflow.db").exists():
             return {}
         client = self.registry()
         found = client.search_model_versions("name='recloop'")
-        return {int(mv.version): dict(mv.tags) for mv in found}
+        return {
+            int(mv.version): dict(mv.tags)
+            for mv in found
+            if not learned or mv.tags.get("model_kind") == "learned"
+        }
 
     def wait_for_runs(self, batch_ids: list[str], timeout: float = RUN_SECONDS) -> list[Any]:
         """The completed feedback-loop runs started for ``batch_ids`` (one each), or fail."""
@@ -349,9 +354,18 @@ def test_three_batches_at_once_make_three_candidates_decided_one_after_another(
     assert len(new) == 3, new
     versions = sorted(new)
     assert [new[v]["batch_ids"].split(",")[-1] for v in versions] == order
+    # When a baseline beat a candidate, the gate registered it (same batches) and it served.
+    served = {
+        tags["batch_ids"]: str(v)
+        for v, tags in stack.versions(learned=False).items()
+        if tags.get("model_kind", "").startswith("baseline:")
+    }
     for earlier, later in zip(versions, versions[1:], strict=False):
+        tags = new[earlier]
         expected = (
-            str(earlier) if new[earlier]["gate"] == "passed" else new[earlier]["parent_version"]
+            str(earlier)
+            if tags["gate"] == "passed"
+            else served.get(tags["batch_ids"], tags["parent_version"])
         )
         assert new[later]["parent_version"] == expected
     for version in versions:

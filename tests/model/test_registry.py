@@ -353,3 +353,76 @@ def test_run_names_say_version_kind_and_batches():
     assert registry.training_kind("incremental", warm_start=False) == "from-scratch"
     assert registry.training_kind("full-retrain", warm_start=False) == "full-retrain"
     assert registry.batch_list('["b1", "b2"]') == ["b1", "b2"] == registry.batch_list("b1,b2")
+
+
+def test_a_baseline_serves_when_it_wins_and_a_better_learned_candidate_takes_over(env):
+    """The gate's three-way choice with the real registry: a candidate below recent popularity
+    is registered and kept, the baseline becomes a version and champion, served through the same
+    pyfunc contract; the next candidate above every baseline replaces it."""
+    import mlflow
+
+    home, config = env
+    config = dataclasses.replace(
+        config, registry=dataclasses.replace(config.registry, model_name="fresh")
+    )
+    reg = registry.configure(home, config)
+    learned = tiny_recommender(0)
+    learned.metadata = {"trained_batches": ["b1"], "data_fingerprint": "f1"}
+    lost = promote_candidate(
+        learned, report(0.05, None, 0.02, recent=0.08), config, home,
+        tags={"batch_ids": "b1", "data_fingerprint": "f1", "warm_start": "false"},
+    )  # fmt: skip
+    assert not lost.promoted and lost.decision.winner == "recent_popularity"
+    assert lost.baseline_version is not None and lost.serving == "recent_popularity"
+    assert reg.champion_version() == lost.baseline_version == lost.champion_version
+    assert reg.challenger_version() == lost.version  # the learned candidate, kept
+    candidate_tags = reg.version_info(lost.version)["tags"]
+    assert candidate_tags["gate"] == "failed" and candidate_tags["model_kind"] == "learned"
+    assert "<= recent popularity 0.0800" in candidate_tags["reason"]
+    served = reg.version_info(lost.baseline_version)
+    assert served["tags"]["model_kind"] == "baseline:recent_popularity"
+    assert served["tags"]["training"] == "baseline" and served["tags"]["gate"] == "passed"
+    assert served["tags"]["batch_ids"] == "b1" and served["tags"]["parent_version"] == ""
+    assert "warm_start" not in served["tags"]
+    run = reg.client.get_run(served["run_id"])
+    assert run.info.run_name == f"v{lost.baseline_version} baseline recent_popularity batch b1"
+    assert run.data.metrics["ndcg_at_10"] == pytest.approx(0.08)  # its own number, unprefixed
+    assert run.data.metrics["candidate_ndcg_at_10"] == pytest.approx(0.05)
+    note = run.data.tags["mlflow.note.content"]
+    assert "Gate passed" in note and "promoted to champion" in note
+    assert (
+        "the recent popularity baseline serves"
+        in reg.client.get_run(lost.run_id).data.tags["mlflow.note.content"]
+    )
+
+    # Served by alias through the same pyfunc contract, and rebuilt as the champion.
+    model = mlflow.pyfunc.load_model("models:/fresh@champion")
+    out = model.predict(pd.DataFrame({"user_id": ["u9"], "history": [["i5"]]}), params={"k": 3})
+    assert list(out.columns) == ["user_id", "item_ids", "scores"]
+    assert out.iloc[0]["item_ids"][0] != "i5" and len(out.iloc[0]["item_ids"]) == 3
+    champion, info = registry.load_champion(config, home)
+    assert champion.name == "recent_popularity" and info["version"] == lost.baseline_version
+    assert champion.metadata["trained_batches"] == ["b1"]
+    pyfunc, version, kind = registry.load_champion_pyfunc(config, home)
+    assert (version, kind) == (lost.baseline_version, "baseline:recent_popularity")
+    # The next update starts from the newest learned version, not from the baseline.
+    start, start_info = reg.latest_learned()
+    assert start_info["version"] == lost.version and start.metadata["trained_batches"] == ["b1"]
+
+    # A later candidate above every baseline (and above the baseline champion) takes over.
+    better = promote_candidate(
+        tiny_recommender(1), report(0.10, 0.08, 0.02, recent=0.09), config, home,
+        tags={"batch_ids": "b2", "data_fingerprint": "f2"},
+    )  # fmt: skip
+    assert better.promoted and better.serving == "learned"
+    assert better.champion_version_before == lost.baseline_version
+    assert reg.champion_version() == better.version
+    assert reg.version_info(better.version)["tags"]["parent_version"] == lost.baseline_version
+    # ... and a stale baseline champion that a fresher fit of itself beats is refreshed.
+    worse = promote_candidate(
+        tiny_recommender(2), report(0.03, 0.04, 0.02, recent=0.06), config, home,
+        tags={"batch_ids": "b3", "data_fingerprint": "f3"},
+    )  # fmt: skip
+    assert worse.decision.winner == "recent_popularity" and worse.baseline_version
+    assert reg.champion_version() == worse.baseline_version
+    assert "champion below recent popularity" in worse.decision.reason

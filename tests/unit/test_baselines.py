@@ -108,3 +108,32 @@ def test_transitions_fast_on_10k_items_and_100k_events():
     assert scores.shape == (256, len(trans.item_ids))
     assert trans.n_pairs == n_events - 5_000
     assert time.perf_counter() - started < 10
+
+
+def test_a_baseline_is_a_model_saved_and_loaded_exactly(tmp_path):
+    from models.baselines import Baseline
+    from recloop.baselines import fit_baselines
+
+    fitted = fit_baselines(SEQUENCES, ["a", "b", "c", "d", "e"])
+    assert list(fitted) == ["popularity", "recent_popularity", "transitions"]
+    histories = [["a"], ["a", "b"], [], ["unknown"]]
+    for name, baseline in fitted.items():
+        baseline.metadata["trained_batches"] = ["b1"]
+        loaded = Baseline.load(baseline.save(tmp_path / f"{name}.npz"))
+        assert type(loaded) is Baseline and loaded.name == name
+        assert loaded.item_ids == baseline.item_ids and loaded.window == baseline.window
+        assert loaded.metadata["trained_batches"] == ["b1"]
+        np.testing.assert_array_equal(loaded.score(histories), baseline.score(histories))
+
+
+def test_a_baseline_recommends_like_the_recommender():
+    trans = ItemTransitions(SEQUENCES, ["a", "b", "c", "d", "e"])
+    items, scores = trans.recommend([["a"], ["a"], []], k=2, exclude_seen=True)
+    assert items[0] == ["b", "c"] and scores[0][0] == pytest.approx(2 / 3, rel=1e-3)
+    assert trans.recommend([["a"]], k=2, exclude_seen=False)[0][0][0] == "b"
+    # an empty history gets the popularity tie-breaker order; the seen item is never returned
+    assert items[2][0] == "a" and "a" not in items[0]
+    with pytest.raises(ValueError, match="unknown baseline"):
+        from models.baselines import Baseline
+
+        Baseline("trending", ["a"], np.zeros(1))

@@ -125,10 +125,22 @@ def test_cycle_table_shows_candidate_champion_and_popularity() -> None:
             }
         },
     }
-    table = format_cycle_table([row])
-    last = table.splitlines()[-1]
-    for text in ("0.3000", "0.2000", "0.0500", "0.2500", "promoted"):
-        assert text in last
+    row["champion"], row["serving"] = "2", "learned"
+    lost = {
+        **row,
+        "window": 3,
+        "status": "baseline-promoted",
+        "promoted": False,
+        "version": "3",
+        "champion": "4",
+        "serving": "recent_popularity",
+    }
+    lost["metrics"] = {"rows": {**row["metrics"]["rows"], "recent_popularity": {"ndcg_at_10": 0.4}}}
+    table = format_cycle_table([row, lost])
+    promoted, baseline = table.splitlines()[-2:]
+    for text in ("0.3000", "0.2000", "0.0500", "0.2500", "promoted", "v2 learned"):
+        assert text in promoted
+    assert baseline.endswith("baseline wins  v4 recent popularity") and "0.4000" in baseline
 
 
 def test_ingest_says_in_one_line_when_the_arrival_cannot_be_announced(tmp_path: Path) -> None:
