@@ -270,6 +270,7 @@ def evaluate_variant(
         "stopped_reason": report["stopped_reason"],
         "text_encoder": encoder if use_text else None,
         "prior_weight": report["prior_weight"],
+        "recency_weight": report["recency_weight"],
         "prior_validation": report["prior_validation"],
     }
     out["test"] = out["test_train_only"]
@@ -291,14 +292,17 @@ def evaluate_variant(
             validation=EvalCases([], [], []),
         )
         scored = refitted.recommender
+        # ... and the recency weight (over the refit data's recent counts).
+        scored.recency_weight = report["recency_weight"]
         out["test"] = _metrics(scored, data.split.test, data.item_ids, config)
         out["refit_seconds"] = round(float(refitted.report["seconds"]), 1)
-    # The ablation: the same model without its transition prior.
-    weight, scored.prior_weight = scored.prior_weight, 0.0
+    # The ablation: the same model without its priors.
+    weights = scored.prior_weight, scored.recency_weight
+    scored.prior_weight, scored.recency_weight = 0.0, 0.0
     out["test_no_prior"] = (
-        _metrics(scored, data.split.test, data.item_ids, config) if weight > 0 else out["test"]
+        _metrics(scored, data.split.test, data.item_ids, config) if any(weights) else out["test"]
     )
-    scored.prior_weight = weight
+    scored.prior_weight, scored.recency_weight = weights
     return out
 
 

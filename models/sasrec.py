@@ -389,6 +389,15 @@ def _left_pad(histories: list[list[int]], length: int) -> torch.Tensor:
     return out
 
 
+def recency_log_shares(recent_counts: np.ndarray) -> np.ndarray:
+    """``(N,)`` float32 ``log((c + 1) / (sum(c) + N))`` of each item's recent count ``c``: the
+    log-probability of the item under "what is popular now" (add-one smoothing, so an item with no
+    recent event is unlikely, not impossible). The recommender adds it to its log-probabilities
+    with a weight chosen on validation, as it adds the transition prior."""
+    counts = np.asarray(recent_counts, dtype=np.float64)
+    return np.log((counts + 1.0) / (counts.sum() + max(len(counts), 1))).astype(np.float32)
+
+
 class TransitionPrior:
     """First-order item-to-item transitions of the training sequences, in table order: the
     Markov-chain term that :class:`Recommender` adds to the model's log-probabilities.
@@ -475,15 +484,23 @@ class Recommender:
         metadata: dict[str, Any] | None = None,
         prior: TransitionPrior | None = None,
         prior_weight: float = 0.0,
+        recent_counts: np.ndarray | None = None,
+        recency_weight: float = 0.0,
     ) -> None:
         if len(item_ids) != model.num_items:
             raise ValueError(f"{len(item_ids)} item ids for a model with {model.num_items} items")
         if prior is not None and prior.num_items != model.num_items:
             raise ValueError(f"a prior over {prior.num_items} items for {model.num_items} items")
-        if prior_weight < 0:
-            raise ValueError(f"prior_weight must be >= 0, got {prior_weight}")
+        if prior_weight < 0 or recency_weight < 0:
+            raise ValueError(f"prior weights must be >= 0, got {prior_weight}, {recency_weight}")
+        if recent_counts is not None and len(recent_counts) != model.num_items:
+            raise ValueError(f"{len(recent_counts)} recent counts for {model.num_items} items")
         self.prior = prior
         self.prior_weight = float(prior_weight)
+        self.recent_counts = (
+            None if recent_counts is None else np.asarray(recent_counts, dtype=np.float64)
+        )
+        self.recency_weight = float(recency_weight)
         self.model = model.eval()
         self.item_ids = list(item_ids)
         self.index = {item: i + 1 for i, item in enumerate(self.item_ids)}
@@ -524,8 +541,10 @@ class Recommender:
         """``(B, len(item_ids))`` float32 scores; unknown items are ignored, an empty (or all
         unknown) history gets the popularity scores.
 
-        The model's logits; with a prior and ``prior_weight`` w > 0, its log-probabilities plus
-        w times the prior's :meth:`TransitionPrior.log_scores`."""
+        The model's logits; with a prior and ``prior_weight`` w > 0 (or recent counts and
+        ``recency_weight`` r > 0), its log-probabilities plus w times the prior's
+        :meth:`TransitionPrior.log_scores` plus r times :func:`recency_log_shares` of the recent
+        counts (what is popular now)."""
         self.model.eval()
         encoded = self.encode_histories(histories)
         out = np.empty((len(histories), len(self.item_ids)), dtype=np.float32)
@@ -543,9 +562,16 @@ class Recommender:
             inputs = _left_pad(seqs, max(len(s) for s in seqs))
             h = self.model.encode_last(inputs, items)  # (b, H)
             logits = self.model.logits(h, items)[:, 1:].float()  # (b, N): padding dropped
-            if self.prior is not None and self.prior_weight > 0:
+            transitions = self.prior is not None and self.prior_weight > 0
+            recency = self.recent_counts is not None and self.recency_weight > 0
+            if transitions or recency:
                 logits = torch.log_softmax(logits, dim=-1)
+            if transitions:
                 logits += self.prior_weight * torch.from_numpy(self.prior.log_scores(seqs))
+            if recency:
+                logits += self.recency_weight * torch.from_numpy(
+                    recency_log_shares(self.recent_counts)
+                )
             out[[start + i for i in rows]] = logits.numpy()
         return out
 
@@ -565,6 +591,8 @@ class Recommender:
             copy.deepcopy(self.metadata),
             None if self.prior is None else self.prior.copy(),
             self.prior_weight,
+            None if self.recent_counts is None else self.recent_counts.copy(),
+            self.recency_weight,
         )
 
     def add_items(self, item_ids: list[str], text_embeddings: np.ndarray) -> None:
@@ -581,6 +609,8 @@ class Recommender:
         self.popularity = np.concatenate([self.popularity, np.zeros(len(item_ids))])
         if self.prior is not None:
             self.prior.grow(len(item_ids))
+        if self.recent_counts is not None:
+            self.recent_counts = np.concatenate([self.recent_counts, np.zeros(len(item_ids))])
 
     def save(self, path: str | Path) -> Path:
         """One torch file that rebuilds the recommender by itself (see :meth:`load`)."""
@@ -595,6 +625,10 @@ class Recommender:
             "metadata": self.metadata,
             "prior": None if self.prior is None else self.prior.state(),
             "prior_weight": self.prior_weight,
+            "recent_counts": None
+            if self.recent_counts is None
+            else torch.as_tensor(self.recent_counts, dtype=torch.float64),
+            "recency_weight": self.recency_weight,
         }
         tmp = path.with_name(path.name + ".tmp")
         torch.save(checkpoint, tmp)
@@ -627,4 +661,9 @@ class Recommender:
             # A checkpoint from before the prior has none.
             None if prior is None else TransitionPrior.from_state(prior),
             float(checkpoint.get("prior_weight", 0.0)),
+            # A checkpoint from before the recency prior has none.
+            None
+            if checkpoint.get("recent_counts") is None
+            else checkpoint["recent_counts"].numpy(),
+            float(checkpoint.get("recency_weight", 0.0)),
         )

@@ -13,8 +13,9 @@
 3. :func:`train_recommender`: the shared training loop, early-stopping on validation NDCG@10 (full
    ranking, history excluded, ties against the model as in evaluation). An update validates its
    parent first and keeps it as it was when no epoch beats it.
-4. :func:`fit_prior`: the transition prior of the training sequences and its weight, chosen on the
-   validation cases.
+4. :func:`fit_prior`: the two priors the model's log-probabilities are combined with, what
+   follows what (the transition counts of the training sequences) and what is popular now (the
+   recent counts of the training events), each with a weight chosen on the validation cases.
 
 The loss (a softmax over every item) is computed only at target positions.
 """
@@ -32,7 +33,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from models.sasrec import PAD, Recommender, SeqRec, TransitionPrior
+from models.sasrec import PAD, Recommender, SeqRec, TransitionPrior, recency_log_shares
 from recloop.config import Config
 from recloop.data import EvalCases, build_sequences, sort_events
 from recloop.metrics import metrics_from_ranks, target_ranks
@@ -44,6 +45,13 @@ MAX_VAL_USERS = 2000  # a seeded sample of validation users keeps each epoch's c
 MIN_VAL_LENGTH = 3  # a user needs this many training items to give one up for validation
 WEIGHT_DECAY = 0.0  # AdamW decay of the recommender's weights (biases and norms: never)
 VAL_K = 10  # early stopping and the prior's weight watch NDCG at this cut-off
+# Weights of the recency prior tried on validation, with every transition-prior weight; 0 first,
+# so that a tie keeps the model without it. 1 multiplies the model's distribution by "popular
+# now"; 4 lets "popular now" rank nearly alone, the model breaking its ties.
+RECENCY_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
+# Recent counts cover the last share of the training period (timestamps may be positions), as
+# recloop.baselines.RecentPopularity's do by default.
+RECENT_FRACTION = 0.1
 
 
 @dataclass
@@ -177,19 +185,33 @@ def update_targets(
     return masks, n_earlier
 
 
+Weights = Sequence[float] | Sequence[tuple[float, float]]
+
+
+def _pairs(weights: Weights) -> list[tuple[float, float]]:
+    """Each entry as (transition weight, recency weight); a bare number has no recency."""
+    return [
+        (float(w), 0.0) if isinstance(w, int | float) else (float(w[0]), float(w[1]))
+        for w in weights
+    ]
+
+
 def validation_ranks(
     model: SeqRec,
     histories: list[list[int]],
     targets: list[int],
     prior: TransitionPrior | None = None,
-    weights: Sequence[float] = (0.0,),
+    weights: Weights = (0.0,),
     batch_size: int = 64,
+    recent_counts: np.ndarray | None = None,
 ) -> list[np.ndarray]:
     """Each case's 0-based target rank over the full catalogue, by the one ranking rule
     (:func:`recloop.metrics.target_ranks`: ties count against the model), history items out of
-    the ranking (a target that is itself in the history stays rankable), with ``prior`` added at
-    each of ``weights`` as :meth:`Recommender.score` adds it (the model's logits at weight 0).
-    One array per weight, in the order of the cases."""
+    the ranking (a target that is itself in the history stays rankable), with ``prior`` and the
+    recency prior of ``recent_counts`` added at each of ``weights`` (transition weight, or
+    (transition, recency) weights) as :meth:`Recommender.score` adds them (the model's logits
+    when both are 0). One array per weight, in the order of the cases."""
+    weights = _pairs(weights)
     if not targets:
         return [np.zeros(0, dtype=np.int64) for _ in weights]
     model.eval()
@@ -202,7 +224,7 @@ def validation_ranks(
         for start in range(0, len(order), batch_size):
             chunk = [histories[u] for u in order[start : start + batch_size]]
             target = torch.tensor([targets[u] for u in order[start : start + batch_size]])
-            scores = _validation_scores(model, items, chunk, prior, weights)
+            scores = _validation_scores(model, items, chunk, prior, weights, recent_counts)
             for scored, out in zip(scores, ranks, strict=True):
                 out.append(_ranks_without_history(scored, chunk, target.to(items.device)))
     result = []
@@ -218,22 +240,34 @@ def _validation_scores(
     items: torch.Tensor,
     histories: list[list[int]],
     prior: TransitionPrior | None,
-    weights: Sequence[float],
+    weights: list[tuple[float, float]],
+    recent_counts: np.ndarray | None,
 ) -> list[torch.Tensor]:
     """The scores ``(b, N+1)`` of ``histories`` (the last ``max_seq_len`` items of each) at each
-    prior weight; column ``PAD`` is ``-inf``."""
+    pair of prior weights; column ``PAD`` is ``-inf``."""
     seqs = [h[-model.config.max_seq_len :] for h in histories]
     inputs = torch.zeros(len(seqs), max(len(s) for s in seqs), dtype=torch.long)
     for row, seq in enumerate(seqs):
         inputs[row, -len(seq) :] = torch.tensor(seq)
     logits = model.logits(model.encode_last(inputs.to(items.device), items), items)  # (b, N+1)
     logits[:, PAD] = float("-inf")
-    if prior is None or not any(w > 0 for w in weights):
+    if prior is None:
+        weights = [(0.0, r) for _, r in weights]
+    if recent_counts is None:
+        weights = [(w, 0.0) for w, _ in weights]
+    if not any(w > 0 or r > 0 for w, r in weights):
         return [logits.clone() for _ in weights]
-    log_scores = torch.zeros_like(logits)
-    log_scores[:, 1:] = torch.from_numpy(prior.log_scores(seqs)).to(logits.device)
     log_probs = torch.log_softmax(logits, dim=-1)
-    return [log_probs + w * log_scores if w > 0 else logits.clone() for w in weights]
+    transitions = torch.zeros_like(logits)
+    if prior is not None:
+        transitions[:, 1:] = torch.from_numpy(prior.log_scores(seqs)).to(logits.device)
+    recency = torch.zeros(logits.shape[1], device=logits.device)
+    if recent_counts is not None:
+        recency[1:] = torch.from_numpy(recency_log_shares(recent_counts)).to(logits.device)
+    return [
+        log_probs + w * transitions + r * recency if w > 0 or r > 0 else logits.clone()
+        for w, r in weights
+    ]
 
 
 def _ranks_without_history(
@@ -266,14 +300,16 @@ def prior_weight_ndcgs(
     histories: list[list[int]],
     targets: list[int],
     prior: TransitionPrior | None,
-    weights: Sequence[float],
+    weights: Weights,
     k: int = VAL_K,
     batch_size: int = 64,
+    recent_counts: np.ndarray | None = None,
 ) -> list[float]:
-    """:func:`validation_ndcg` with ``prior`` added at each of ``weights`` (NaN without cases)."""
+    """:func:`validation_ndcg` with the priors added at each of ``weights`` (NaN without cases;
+    see :func:`validation_ranks`)."""
     if not targets:
         return [float("nan")] * len(weights)
-    ranks = validation_ranks(model, histories, targets, prior, weights, batch_size)
+    ranks = validation_ranks(model, histories, targets, prior, weights, batch_size, recent_counts)
     return [metrics_from_ranks(r, (k,))[f"ndcg_at_{k}"] for r in ranks]
 
 
@@ -625,7 +661,7 @@ def fit_recommender(
             len(examples.val_targets),
         )
         report = train_recommender(model, examples, plan, config)
-        prior_report = fit_prior(recommender, config, examples, parent)
+        prior_report = fit_prior(recommender, config, examples, parent, interactions)
 
     recommender.model.to("cpu").eval()  # the deployable recommender scores on the CPU
     recommender.metadata = {
@@ -671,49 +707,97 @@ def _training_summary(
     }
 
 
+def recent_counts(
+    interactions: pd.DataFrame, item_ids: Sequence[str], leave_out_last_of: Sequence[str] = ()
+) -> np.ndarray:
+    """Each item's events in the last :data:`RECENT_FRACTION` of the period ``interactions``
+    span (what the recent-popularity baseline counts), in ``item_ids`` order, without the last
+    event of each user in ``leave_out_last_of`` (validation targets held out of training). Only
+    the recent events are read, so an update's cost does not grow with the whole history."""
+    timestamps = interactions["timestamp"].to_numpy(dtype=np.int64)
+    counts = np.zeros(len(item_ids))
+    if timestamps.size == 0:
+        return counts
+    last, first = int(timestamps.max()), int(timestamps.min())
+    window = interactions[timestamps >= int(np.floor(last - RECENT_FRACTION * (last - first)))]
+    if len(leave_out_last_of):
+        # A user's last event overall is their last one in the window, if they have any there.
+        ordered = sort_events(window)
+        ends = ordered.groupby("user_id", sort=False).tail(1)
+        window = ordered.drop(index=ends.index[ends["user_id"].isin(set(leave_out_last_of))])
+    lookup = {item: i for i, item in enumerate(item_ids)}
+    codes = window["item_id"].astype(str).map(lookup).dropna().to_numpy(dtype=np.int64)
+    np.add.at(counts, codes, 1.0)
+    return counts
+
+
 def fit_prior(
     recommender: Recommender,
     config: Config,
     examples: Examples,
     parent: Recommender | None,
+    interactions: pd.DataFrame,
 ) -> dict[str, Any]:
-    """Give ``recommender`` the transition prior of every training sequence, weighted by the
-    ``config.model.prior_weights`` entry that scores best on the validation cases -- scored with
-    the prior of the sequences that were trained on, which leave out the held-out validation
-    items; the first weight wins ties. One weight is taken as it is; without validation cases a
-    warm start keeps its parent's weight and a fresh model the smallest. Returns the report's
-    entries."""
+    """Give ``recommender`` its two priors: the transitions of every training sequence (what
+    follows what) and the recent counts of ``interactions`` (what is popular now), each with the
+    weight that scores best on the validation cases: first the ``config.model.prior_weights``
+    entry for the transitions alone, then the :data:`RECENCY_WEIGHTS` entry beside it (two
+    passes over a few weights rather than every pair). Weights are scored with the priors of what
+    was trained on (the held-out validation events left out of both); the smallest wins ties.
+    Without validation cases a warm start keeps its parent's weights and a fresh model the
+    smallest. Returns the report's entries."""
     window, weights = config.model.prior_window, tuple(config.model.prior_weights)
     if any(w < 0 for w in weights):
         raise ValueError(f"model.prior_weights must be >= 0, got {list(weights)}")
-    if window <= 0 or not any(w > 0 for w in weights):
-        recommender.prior, recommender.prior_weight = None, 0.0
-        return {"prior_weight": 0.0, "prior_validation": None}
+    transitions = window > 0 and any(w > 0 for w in weights)
     started = time.perf_counter()
     n = recommender.model.num_items
-    prior = TransitionPrior.fit(list(examples.sequences.values()), n, window)
-    by_weight = None
-    if len(weights) == 1:
-        chosen = weights[0]
-    elif examples.val_targets:
+    prior = (
+        TransitionPrior.fit(list(examples.sequences.values()), n, window) if transitions else None
+    )
+    counts = recent_counts(interactions, recommender.item_ids)
+    weights = weights if transitions else (0.0,)
+    by_weight: dict[str, float] | None = None
+    if examples.val_targets:
+        held_out = examples.held_out
         trained = [examples.trained[u] for u in sorted(examples.sequences)]
-        ndcgs = prior_weight_ndcgs(
-            recommender.model,
-            examples.val_histories,
-            examples.val_targets,
-            TransitionPrior.fit(trained, n, window) if examples.held_out else prior,
-            weights,
-        )
-        by_weight = {str(w): round(v, 6) for w, v in zip(weights, ndcgs, strict=True)}
-        chosen = weights[int(np.argmax(ndcgs))]
+        val_prior = TransitionPrior.fit(trained, n, window) if held_out and transitions else prior
+        held = [u for u, seq in examples.sequences.items() if len(examples.trained[u]) < len(seq)]
+        val_counts = recent_counts(interactions, recommender.item_ids, held) if held else counts
+        by_weight = {}
+
+        def best(pairs: list[tuple[float, float]]) -> tuple[float, float]:
+            ndcgs = prior_weight_ndcgs(
+                recommender.model,
+                examples.val_histories,
+                examples.val_targets,
+                val_prior,
+                pairs,
+                recent_counts=val_counts,
+            )
+            by_weight.update(
+                {f"{w}/{r}": round(v, 6) for (w, r), v in zip(pairs, ndcgs, strict=True)}
+            )
+            return pairs[int(np.argmax(ndcgs))]
+
+        transition_weight = best([(w, 0.0) for w in weights])[0] if len(weights) > 1 else weights[0]
+        chosen = best([(transition_weight, r) for r in RECENCY_WEIGHTS])
+    elif parent is not None:
+        chosen = (parent.prior_weight, parent.recency_weight)
     else:
-        chosen = parent.prior_weight if parent is not None else min(weights)
-    recommender.prior = prior
-    recommender.prior_weight = float(chosen)
+        chosen = (weights[0], 0.0)
+    recommender.prior, recommender.prior_weight = prior, float(chosen[0]) if prior else 0.0
+    recommender.recent_counts, recommender.recency_weight = counts, float(chosen[1])
     logger.info(
-        "fine_tune: transition prior weight %.2f (validation NDCG@10 by weight: %s), %.1fs",
-        chosen,
+        "fine_tune: prior weights %.2f (transitions), %.2f (recency) (validation NDCG@10 by "
+        "weights: %s), %.1fs",
+        chosen[0],
+        chosen[1],
         by_weight,
         time.perf_counter() - started,
     )
-    return {"prior_weight": float(chosen), "prior_validation": by_weight}
+    return {
+        "prior_weight": recommender.prior_weight,
+        "recency_weight": recommender.recency_weight,
+        "prior_validation": by_weight,
+    }

@@ -13,6 +13,7 @@ from models.sasrec import (
     SeqRec,
     TransitionPrior,
     linear_cross_entropy,
+    recency_log_shares,
 )
 from recloop.config import RecommenderConfig
 
@@ -210,6 +211,8 @@ def test_save_load_round_trip(tmp_path) -> None:
         "metadata",
         "prior",
         "prior_weight",
+        "recent_counts",
+        "recency_weight",
     }
     loaded = Recommender.load(path)
     histories = [["i1", "i2"], [], ["new", "i5", "i6", "i7", "i8", "i9", "i10", "i11", "i12"]]
@@ -255,12 +258,14 @@ def test_checkpoint_from_before_the_id_gate_loads_with_every_id_open(tmp_path) -
     del raw["model_args"]["id_min_count"]
     del raw["model_args"]["prior_window"], raw["model_args"]["prior_weights"]
     del raw["prior"], raw["prior_weight"]  # nor the transition prior
+    del raw["recent_counts"], raw["recency_weight"]  # nor the recency prior
     # ...and it had the keys of two switches since removed, at their values of the time.
     raw["model_args"].update(id_dropout=0.3, temperature=0.0)
     torch.save(raw, path)
     loaded = Recommender.load(path)
     assert loaded.config.id_min_count == 0 and loaded.model.id_gate[1:].eq(1).all()
     assert loaded.prior is None and loaded.config.prior_window == 0
+    assert loaded.recent_counts is None and loaded.recency_weight == 0.0
     history = [["i1", "i2", "i3"]]
     np.testing.assert_array_equal(loaded.score(history), rec.score(history))
     # Cosine scores with a temperature are no longer computed: such a checkpoint says so.
@@ -315,3 +320,24 @@ def test_a_prior_survives_growth_copy_and_checkpoint(tmp_path) -> None:
     assert loaded.prior_weight == 0.3 and loaded.prior.window == 3
     histories = [["i0", "i1"], ["new", "i2"]]
     np.testing.assert_array_equal(loaded.score(histories), copied.score(histories))
+
+
+def test_the_recency_prior_adds_what_is_popular_now() -> None:
+    rec = _recommender()
+    histories = [["i1", "i2", "i3"], ["i4"]]
+    plain = rec.score(histories)
+    counts = np.zeros(20)
+    counts[[5, 7]] = [30.0, 10.0]  # i5 and i7 are what everyone consumed lately
+    shares = recency_log_shares(counts)
+    assert shares[5] > shares[7] > shares[0] and shares[0] == pytest.approx(np.log(1 / 60))
+    rec.recent_counts = counts
+    np.testing.assert_array_equal(rec.score(histories), plain)  # weight 0: the plain logits
+    rec.recency_weight = 4.0
+    fused = rec.score(histories)
+    log_probs = torch.log_softmax(torch.from_numpy(plain), dim=-1).numpy()
+    np.testing.assert_allclose(fused, log_probs + 4.0 * shares, rtol=1e-5, atol=1e-5)
+    assert [ids[:2] for ids in rec.recommend(histories, k=2)[0]] == [["i5", "i7"]] * 2
+    # new items have no recent event yet; the counts travel with the copy and the checkpoint
+    rec.add_items(["new"], _text(1, seed=5).numpy())
+    assert rec.recent_counts.tolist()[-1] == 0.0 and len(rec.recent_counts) == 21
+    assert rec.copy().recency_weight == 4.0

@@ -240,3 +240,28 @@ def test_a_training_repeats_exactly_with_the_same_seed() -> None:
             assert torch.equal(left[name], right[name]), name
     assert one[1] == two[1] and one[3] == two[3]  # every epoch's loss and validation NDCG
     assert len(one[3]) == 3 and one[3][0]["epoch"] == 0  # the update validated its parent
+
+
+def test_recent_counts_are_the_recent_popularity_baselines_less_held_out_events() -> None:
+    from recloop.baselines import RecentPopularity
+    from recloop.fitting import recent_counts
+
+    rng = np.random.default_rng(0)
+    events = pd.DataFrame(
+        {
+            "user_id": [f"u{i % 7}" for i in range(200)],
+            "item_id": [f"i{j}" for j in rng.integers(0, 12, 200)],
+            "timestamp": np.arange(200) * 10,
+        }
+    )
+    items = [f"i{j}" for j in range(14)]
+    counts = recent_counts(events, items)
+    np.testing.assert_array_equal(counts, RecentPopularity(events, items).recent_counts)
+    assert counts.sum() == 20  # the last 10 % of the span: since 1791, so timestamps 1800..1990
+    # Users u3 and u5 gave up their last event for validation: it is not counted.
+    ends = events.groupby("user_id").tail(1).set_index("user_id")["item_id"]
+    less = recent_counts(events, items, ["u3", "u5"])
+    expected = counts.copy()
+    for user in ("u3", "u5"):
+        expected[items.index(ends[user])] -= 1
+    np.testing.assert_array_equal(less, expected)
