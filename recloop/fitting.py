@@ -52,6 +52,8 @@ RECENCY_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 # Recent counts cover the last share of the training period (timestamps may be positions), as
 # recloop.baselines.RecentPopularity's do by default.
 RECENT_FRACTION = 0.1
+# Fewer validation cases after the counting window than this: no recency prior (weight 0).
+MIN_RECENCY_CASES = 50
 
 
 @dataclass
@@ -79,6 +81,8 @@ class Examples:
     # An update only, one per entry of ``users``: which positions are targets, which events new.
     masks: list[np.ndarray] = field(default_factory=list)
     new_flags: list[np.ndarray] = field(default_factory=list)
+    # Held-out validation: whose last training event each validation case is, in case order.
+    val_users: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -448,7 +452,8 @@ def build_examples(
         val_histories, val_targets = _given_validation(index, validation)
         held_out: set[str] = set()
     else:
-        held_out, val_histories, val_targets = _held_out_validation(sequences, focus, rng)
+        val_users, val_histories, val_targets = _held_out_validation(sequences, focus, rng)
+        held_out = set(val_users)
     trained = {u: sequences[u][:-1] if u in held_out else sequences[u] for u in users}
     max_seq_len = config.model.max_seq_len
     if not warm:
@@ -465,6 +470,7 @@ def build_examples(
             val_histories,
             val_targets,
             bool(held_out),
+            val_users=sorted(held_out) if held_out else [],
         )
     masks, n_earlier = update_targets(trained, new_flags, max_seq_len)
     chosen = sorted(masks)
@@ -482,6 +488,7 @@ def build_examples(
         bool(held_out),
         masks=[masks[u] for u in chosen],
         new_flags=[_user_flags(new_flags, u, len(masks[u])) for u in chosen],
+        val_users=sorted(held_out) if held_out else [],
     )
 
 
@@ -500,14 +507,14 @@ def _given_validation(
 
 def _held_out_validation(
     sequences: dict[str, list[int]], focus: list[str], rng: np.random.Generator
-) -> tuple[set[str], list[list[int]], list[int]]:
+) -> tuple[list[str], list[list[int]], list[int]]:
     """Focus users' last training item, held out of training (a seeded sample of at most
-    ``MAX_VAL_USERS`` users with at least ``MIN_VAL_LENGTH`` items)."""
-    eligible = [u for u in focus if len(sequences[u]) >= MIN_VAL_LENGTH]
+    ``MAX_VAL_USERS`` users with at least ``MIN_VAL_LENGTH`` items), in user order."""
+    eligible = sorted(u for u in focus if len(sequences[u]) >= MIN_VAL_LENGTH)
     if len(eligible) > MAX_VAL_USERS:
         eligible = sorted(rng.choice(eligible, size=MAX_VAL_USERS, replace=False).tolist())
     return (
-        set(eligible),
+        eligible,
         [sequences[u][:-1] for u in eligible],
         [sequences[u][-1] for u in eligible],
     )
@@ -707,28 +714,51 @@ def _training_summary(
     }
 
 
-def recent_counts(
-    interactions: pd.DataFrame, item_ids: Sequence[str], leave_out_last_of: Sequence[str] = ()
-) -> np.ndarray:
-    """Each item's events in the last :data:`RECENT_FRACTION` of the period ``interactions``
-    span (what the recent-popularity baseline counts), in ``item_ids`` order, without the last
-    event of each user in ``leave_out_last_of`` (validation targets held out of training). Only
-    the recent events are read, so an update's cost does not grow with the whole history."""
+def _recent_window(interactions: pd.DataFrame) -> tuple[int, int]:
+    """``(since, width)``: the recent window starts at ``since`` and is the last
+    :data:`RECENT_FRACTION` of the period ``interactions`` span (``width`` long)."""
     timestamps = interactions["timestamp"].to_numpy(dtype=np.int64)
-    counts = np.zeros(len(item_ids))
     if timestamps.size == 0:
-        return counts
+        return 0, 0
     last, first = int(timestamps.max()), int(timestamps.min())
-    window = interactions[timestamps >= int(np.floor(last - RECENT_FRACTION * (last - first)))]
-    if len(leave_out_last_of):
-        # A user's last event overall is their last one in the window, if they have any there.
-        ordered = sort_events(window)
-        ends = ordered.groupby("user_id", sort=False).tail(1)
-        window = ordered.drop(index=ends.index[ends["user_id"].isin(set(leave_out_last_of))])
+    since = int(np.floor(last - RECENT_FRACTION * (last - first)))
+    return since, last - since
+
+
+def recent_counts(
+    interactions: pd.DataFrame, item_ids: Sequence[str], before: int | None = None
+) -> np.ndarray:
+    """Each item's events in the recent window (the last :data:`RECENT_FRACTION` of the period
+    ``interactions`` span, what the recent-popularity baseline counts), in ``item_ids`` order.
+    With ``before``: in the window of the same width that ends just before that time instead.
+    Only those events are read, so an update's cost does not grow with the whole history."""
+    counts = np.zeros(len(item_ids))
+    since, width = _recent_window(interactions)
+    if len(interactions) == 0:
+        return counts
+    timestamps = interactions["timestamp"].to_numpy(dtype=np.int64)
+    if before is None:
+        inside = timestamps >= since
+    else:
+        inside = (timestamps >= before - width) & (timestamps < before)
     lookup = {item: i for i, item in enumerate(item_ids)}
-    codes = window["item_id"].astype(str).map(lookup).dropna().to_numpy(dtype=np.int64)
-    np.add.at(counts, codes, 1.0)
+    items = interactions.loc[inside, "item_id"].astype(str).map(lookup).dropna()
+    np.add.at(counts, items.to_numpy(dtype=np.int64), 1.0)
     return counts
+
+
+def _recency_cases(interactions: pd.DataFrame, examples: Examples) -> tuple[list[int], int | None]:
+    """The validation cases the recency weight is judged on, and the time its counts end at.
+
+    The weight must be judged the way the gate judges the model, on events that come after the
+    counts: with held-out validation (each user's last training event), the cases whose target
+    lies in the recent window, with counts from the window just before it; given validation cases
+    come after the training data, so all of them, with the counts of the recent window."""
+    if not examples.val_users:
+        return list(range(len(examples.val_targets))), None
+    since, _ = _recent_window(interactions)
+    late = set(interactions.loc[interactions["timestamp"].to_numpy() >= since, "user_id"])
+    return [i for i, user in enumerate(examples.val_users) if user in late], since
 
 
 def fit_prior(
@@ -741,11 +771,13 @@ def fit_prior(
     """Give ``recommender`` its two priors: the transitions of every training sequence (what
     follows what) and the recent counts of ``interactions`` (what is popular now), each with the
     weight that scores best on the validation cases: first the ``config.model.prior_weights``
-    entry for the transitions alone, then the :data:`RECENCY_WEIGHTS` entry beside it (two
-    passes over a few weights rather than every pair). Weights are scored with the priors of what
-    was trained on (the held-out validation events left out of both); the smallest wins ties.
+    entry for the transitions alone, then the :data:`RECENCY_WEIGHTS` entry beside it, judged
+    only on cases that come after the counts they are scored with (:func:`_recency_cases`; with
+    fewer than :data:`MIN_RECENCY_CASES`, no recency prior). Weights are scored with the priors
+    of what was trained on (the held-out validation events left out); the smallest wins ties.
     Without validation cases a warm start keeps its parent's weights and a fresh model the
-    smallest. Returns the report's entries."""
+    smallest. Returns the report's entries (``prior_validation``: NDCG@10 by transition weight,
+    by recency weight, and the recency cases)."""
     window, weights = config.model.prior_window, tuple(config.model.prior_weights)
     if any(w < 0 for w in weights):
         raise ValueError(f"model.prior_weights must be >= 0, got {list(weights)}")
@@ -757,31 +789,45 @@ def fit_prior(
     )
     counts = recent_counts(interactions, recommender.item_ids)
     weights = weights if transitions else (0.0,)
-    by_weight: dict[str, float] | None = None
+    by_weight: dict[str, Any] | None = None
     if examples.val_targets:
         held_out = examples.held_out
         trained = [examples.trained[u] for u in sorted(examples.sequences)]
         val_prior = TransitionPrior.fit(trained, n, window) if held_out and transitions else prior
-        held = [u for u, seq in examples.sequences.items() if len(examples.trained[u]) < len(seq)]
-        val_counts = recent_counts(interactions, recommender.item_ids, held) if held else counts
-        by_weight = {}
+        by_weight = {"transitions": {}, "recency": {}, "recency_cases": 0}
 
-        def best(pairs: list[tuple[float, float]]) -> tuple[float, float]:
+        def best(
+            pairs: list[tuple[float, float]], cases: list[int], counts_then: np.ndarray | None
+        ) -> tuple[float, float]:
+            which = "recency" if counts_then is not None else "transitions"
             ndcgs = prior_weight_ndcgs(
                 recommender.model,
-                examples.val_histories,
-                examples.val_targets,
+                [examples.val_histories[i] for i in cases],
+                [examples.val_targets[i] for i in cases],
                 val_prior,
                 pairs,
-                recent_counts=val_counts,
+                recent_counts=counts_then,
             )
-            by_weight.update(
-                {f"{w}/{r}": round(v, 6) for (w, r), v in zip(pairs, ndcgs, strict=True)}
+            by_weight[which].update(
+                {
+                    str(r if which == "recency" else w): round(v, 6)
+                    for (w, r), v in zip(pairs, ndcgs, strict=True)
+                }
             )
             return pairs[int(np.argmax(ndcgs))]
 
-        transition_weight = best([(w, 0.0) for w in weights])[0] if len(weights) > 1 else weights[0]
-        chosen = best([(transition_weight, r) for r in RECENCY_WEIGHTS])
+        every = list(range(len(examples.val_targets)))
+        transition_weight = (
+            best([(w, 0.0) for w in weights], every, None)[0] if len(weights) > 1 else weights[0]
+        )
+        cases, before = _recency_cases(interactions, examples)
+        by_weight["recency_cases"] = len(cases)
+        if len(cases) >= MIN_RECENCY_CASES:
+            counts_then = recent_counts(interactions, recommender.item_ids, before)
+            pairs = [(transition_weight, r) for r in RECENCY_WEIGHTS]
+            chosen = best(pairs, cases, counts_then)
+        else:
+            chosen = (transition_weight, 0.0)
     elif parent is not None:
         chosen = (parent.prior_weight, parent.recency_weight)
     else:

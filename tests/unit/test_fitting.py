@@ -242,7 +242,7 @@ def test_a_training_repeats_exactly_with_the_same_seed() -> None:
     assert len(one[3]) == 3 and one[3][0]["epoch"] == 0  # the update validated its parent
 
 
-def test_recent_counts_are_the_recent_popularity_baselines_less_held_out_events() -> None:
+def test_recent_counts_are_the_recent_popularity_baselines_or_those_of_an_earlier_window() -> None:
     from recloop.baselines import RecentPopularity
     from recloop.fitting import recent_counts
 
@@ -258,10 +258,10 @@ def test_recent_counts_are_the_recent_popularity_baselines_less_held_out_events(
     counts = recent_counts(events, items)
     np.testing.assert_array_equal(counts, RecentPopularity(events, items).recent_counts)
     assert counts.sum() == 20  # the last 10 % of the span: since 1791, so timestamps 1800..1990
-    # Users u3 and u5 gave up their last event for validation: it is not counted.
-    ends = events.groupby("user_id").tail(1).set_index("user_id")["item_id"]
-    less = recent_counts(events, items, ["u3", "u5"])
-    expected = counts.copy()
-    for user in ("u3", "u5"):
-        expected[items.index(ends[user])] -= 1
-    np.testing.assert_array_equal(less, expected)
+    # The window of the same width (199) that ends just before 1000: timestamps 810..990.
+    earlier = recent_counts(events, items, before=1000)
+    window = events[(events["timestamp"] >= 801) & (events["timestamp"] < 1000)]
+    expected = window["item_id"].value_counts()
+    assert earlier.sum() == 19
+    for item, count in expected.items():
+        assert earlier[items.index(item)] == count
