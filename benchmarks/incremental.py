@@ -924,5 +924,7 @@ def bench_incremental(
         cache_dir=work / "embeddings",
         home=home,
         log_mlflow=log_mlflow,
-        command=command or f"recloop bench incremental --data {data} --windows {windows}",
+        command=command
+        or f"recloop bench incremental --data {data} --windows {windows}"
+        + (f" --targets {targets}" if targets != "all" else ""),
     )

@@ -907,8 +907,6 @@ def bench_incremental_command(
             shared=shared,
             home=home,
             log_mlflow=not no_mlflow,
-            command=f"recloop bench incremental --data {data} --windows {windows}"
-            + (f" --targets {targets}" if targets != "all" else ""),
         )
     targets = results["targets"]
     typer.echo(

@@ -119,7 +119,7 @@ def promote_candidate(
         served = reg.register_baseline(
             baseline,
             report,
-            {k: v for k, v in all_tags.items() if k not in {"warm_start", "encoder_pretrained"}},
+            all_tags,
             decision,
             key=f"{logged.run_id}:{decision.baseline}",
         )
