@@ -17,6 +17,7 @@ import yaml
 
 from models.encoder import EncoderConfig
 from models.sasrec import RecommenderConfig
+from recloop.search import parse_setting
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,14 @@ class TrainConfig:
     warm_shrink_gap: float = 0.8  # nats worse on new than on earlier events to shrink (0 = always)
     max_minutes: float = 0.0  # wall-clock cap on one training, in minutes (0 = none)
     device: str = "cpu"  # torch device to train on, e.g. "cuda" (scoring runs on the CPU)
+    # Alternatives to the model's default architecture ("dropout=0.4", keys: hidden_size,
+    # num_layers, num_heads, dropout) trained beside it from scratch; one is kept only when it
+    # beats the default clearly on validation (recloop.search). Empty = no search.
+    search: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for setting in self.search:
+            parse_setting(setting)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ The loss (a softmax over every item) is computed only at target positions.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -37,6 +38,8 @@ from models.sasrec import PAD, Recommender, SeqRec, TransitionPrior, recency_log
 from recloop.config import Config
 from recloop.data import EvalCases, build_sequences, sort_events
 from recloop.metrics import metrics_from_ranks, target_ranks
+from recloop.search import DEFAULT as DEFAULT_SETTING
+from recloop.search import MIN_Z, apply_setting, choose_setting
 from recloop.training import TrainReport, param_groups, train_loop
 
 logger = logging.getLogger(__name__)
@@ -634,7 +637,64 @@ def fit_recommender(
     Early stopping watches NDCG@10 on ``validation`` when given (e.g. the leave-one-out validation
     cases, whose targets are not in ``train_interactions``): every training event is then trained
     on. Without it, each (focus) user's last training item is held out of training for it.
+
+    From scratch, each alternative of ``config.train.search`` is trained beside the default and
+    kept only when it beats it clearly on the validation cases (:mod:`recloop.search`); the
+    report's ``search`` says what each scored. An update copies its parent's network, and with it
+    the setting its lineage's full training chose.
     """
+    settings = () if parent is not None else tuple(config.train.search)
+    args = (train_interactions, item_ids, text_embeddings)
+    kwargs: dict[str, Any] = {
+        "parent": parent,
+        "focus_users": focus_users,
+        "metadata": metadata,
+        "validation": validation,
+        "new_interactions": new_interactions,
+    }
+    if not settings:
+        return _fit_once(*args, config, **kwargs)[0]
+    started = time.perf_counter()
+    fits: dict[str, FineTuneResult] = {}
+    case_ndcgs: dict[str, np.ndarray] = {}
+    for setting in (DEFAULT_SETTING, *settings):
+        model = apply_setting(config.model, setting)
+        fits[setting], ndcgs = _fit_once(*args, dataclasses.replace(config, model=model), **kwargs)
+        if ndcgs is None:  # no validation cases: nothing to choose by
+            logger.warning("fine_tune: no validation cases, so no settings search: the default")
+            return fits[setting]
+        case_ndcgs[setting] = ndcgs
+    choice = choose_setting(case_ndcgs)
+    logger.info(
+        "fine_tune: settings search kept %s (validation NDCG@10 %s; paired z %s, needs %.1f)",
+        choice.chosen,
+        {k: round(v, 4) for k, v in choice.mean_ndcg.items()},
+        {k: round(v, 2) for k, v in choice.z.items()},
+        MIN_Z,
+    )
+    result = fits[choice.chosen]
+    result.recommender.metadata["setting"] = choice.chosen
+    result.report["search"] = {
+        **choice.to_dict(),
+        "seconds": {k: round(float(f.report["seconds"]), 1) for k, f in fits.items()},
+    }
+    result.report["seconds"] = time.perf_counter() - started
+    return result
+
+
+def _fit_once(
+    train_interactions: pd.DataFrame,
+    item_ids: list[str],
+    text_embeddings: np.ndarray,
+    config: Config,
+    parent: Recommender | None = None,
+    focus_users: set[str] | None = None,
+    metadata: dict[str, Any] | None = None,
+    validation: EvalCases | None = None,
+    new_interactions: pd.DataFrame | None = None,
+) -> tuple[FineTuneResult, np.ndarray | None]:
+    """One training (see :func:`fit_recommender`): the result, and each validation case's
+    NDCG@10 with the transition prior at its chosen weight (None without validation cases)."""
     start = time.perf_counter()
     device = torch.device(config.train.device)
     # Model init and dropout are seeded without global effects.
@@ -679,9 +739,29 @@ def fit_recommender(
         "trained_at": int(time.time()),
     }
     summary = _training_summary(report, plan, examples, n_new, len(item_ids))
-    return FineTuneResult(
+    result = FineTuneResult(
         recommender, {"seconds": time.perf_counter() - start, **summary, **prior_report}
     )
+    return result, _case_ndcgs(recommender, examples, config)
+
+
+def _case_ndcgs(recommender: Recommender, examples: Examples, config: Config) -> np.ndarray | None:
+    """Each validation case's NDCG@10 by the trained ``recommender`` with its transition prior
+    at the chosen weight (the prior of what was trained on, as :func:`fit_prior` scores it)."""
+    if not examples.val_targets:
+        return None
+    prior = recommender.prior
+    if prior is not None and examples.held_out:
+        trained = [examples.trained[u] for u in sorted(examples.sequences)]
+        prior = TransitionPrior.fit(trained, recommender.model.num_items, config.model.prior_window)
+    (ranks,) = validation_ranks(
+        recommender.model,
+        examples.val_histories,
+        examples.val_targets,
+        prior,
+        (recommender.prior_weight,),
+    )
+    return np.where(ranks < VAL_K, 1.0 / np.log2(ranks + 2.0), 0.0)
 
 
 def _training_summary(

@@ -265,3 +265,43 @@ def test_recent_counts_are_the_recent_popularity_baselines_or_those_of_an_earlie
     assert earlier.sum() == 19
     for item, count in expected.items():
         assert earlier[items.index(item)] == count
+
+
+def test_a_full_training_searches_its_settings_and_an_update_keeps_the_choice() -> None:
+    from recloop.demo import simulate
+
+    demo = simulate(seed=5, n_users=80, n_items=60)
+    items = demo.items["item_id"].tolist()
+    text = np.random.default_rng(0).normal(size=(len(items), 16)).astype(np.float32)
+    events = demo.interactions.sort_values("timestamp", kind="stable")
+    old, new = events.iloc[: len(events) // 2], events.iloc[len(events) // 2 :]
+    overrides = {
+        "model": {"hidden_size": 16, "num_layers": 1, "num_heads": 1, "max_seq_len": 12},
+        "train": {"epochs": 3, "finetune_epochs": 1},
+    }
+    plain = fit_recommender(old, items, text, load_config(overrides=overrides))
+    overrides["train"]["search"] = ["hidden_size=8", "dropout=0.0"]
+    searched = fit_recommender(old, items, text, load_config(overrides=overrides))
+    search = searched.report["search"]
+    assert set(search["mean_ndcg"]) == {"default", "hidden_size=8", "dropout=0.0"}
+    assert set(search["z"]) == {"hidden_size=8", "dropout=0.0"}
+    chosen = search["chosen"]
+    assert searched.recommender.metadata["setting"] == chosen
+    if chosen == "default":
+        # The default's training is the plain one: the same seed gives the same weights.
+        assert search["z"]["hidden_size=8"] < 2 and search["z"]["dropout=0.0"] < 2
+        for name, weight in plain.recommender.model.state_dict().items():
+            assert torch.equal(weight, searched.recommender.model.state_dict()[name]), name
+    width = 8 if chosen == "hidden_size=8" else 16
+    assert searched.recommender.model.config.hidden_size == width
+    # An update copies the chosen network and searches nothing.
+    update = fit_recommender(
+        events,
+        items,
+        text,
+        load_config(overrides=overrides),
+        parent=searched.recommender,
+        new_interactions=new,
+    )
+    assert "search" not in update.report
+    assert update.recommender.model.config.hidden_size == width
