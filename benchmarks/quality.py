@@ -9,16 +9,19 @@ scored on the test targets with the validation item in the history
 ``--windows`` windows (``recloop.protocols.temporal_split``, the base a ``replay.base_fraction`` of
 the events); the test is the last window (``--targets``: every event there with a history, or each
 user's first), the validation the window before it, and the training data everything before the
-validation window; no event after the training data is seen by a model or a baseline. Baselines
-(popularity, item-to-item transitions, and under ``temporal`` recent popularity, which counts the
-last window of the events it is fitted on) are fitted on the training part for the validation
-cases and on it plus the validation events for the test cases. Variants: text+ID (the
-default), ID-only, text-only and text+ID without MLM pretraining (the ablation). text+ID and
-text-only embed the items with the encoder MLM-pretrained on that dataset's cleaned catalogue
-text (:func:`recloop.pretraining.pretrain_mlm`, default config); the ablation with the shipped base
-encoder.
+validation window; no event after the training data is seen by a model or a baseline. The
+baselines -- popularity, recent popularity and item-to-item transitions -- are fitted on the
+training part for the validation cases and on it plus the validation events for the test cases;
+recent popularity counts the last 10 % of the period it is fitted on under ``loo`` and the last
+window of it under ``temporal``. Variants: text+ID (the default), ID-only, text-only and text+ID
+without MLM pretraining (the ablation). text+ID and text-only embed the items with the encoder
+MLM-pretrained on that dataset's cleaned catalogue text (:func:`recloop.pretraining.pretrain_mlm`,
+default config); the ablation with the shipped base encoder.
 Every number is NDCG/Recall@k with full ranking over the catalogue, history excluded, pessimistic
-ties (:func:`recloop.evaluation.evaluate_scorer`).
+ties (:func:`recloop.evaluation.evaluate_scorer`). Each variant's row also says what the product
+would serve in its place (``served``): the product's gate (:func:`recloop.gate.choose_champion`,
+no champion) picks the variant or a baseline on the validation cases, and the pick's test figures
+are reported.
 
 Run ``recloop bench quality`` (defaults to the datasets in ``../shared/datasets``); it
 writes ``reports/quality.md`` and ``reports/quality.json`` (``quality-temporal.*`` under
@@ -44,13 +47,16 @@ from benchmarks.reporting import machine_description as _machine
 from benchmarks.reporting import plot_bars, write_report
 from models.encoder import TextEmbedder, base_encoder_path
 from recloop.baselines import ItemTransitions, Popularity, RecentPopularity
-from recloop.config import Config, load_config
+from recloop.config import Config, GateConfig, load_config
 from recloop.data import EvalCases, read_dataset, split_windows
 from recloop.evaluation import evaluate_scorer
 from recloop.fitting import fit_recommender
+from recloop.gate import CANDIDATE, choose_champion
 from recloop.paths import get_home
 from recloop.pretraining import pretrain_mlm
 from recloop.protocols import TEMPORAL_TARGETS, Split, make_splits
+from recloop.search import DEFAULT as DEFAULT_SETTING
+from recloop.search import apply_setting
 from recloop.text import catalogue_texts, clean_catalogue
 
 logger = logging.getLogger(__name__)
@@ -72,10 +78,11 @@ VARIANTS = {
 # text (the loop's default), "base" = the shipped all-MiniLM-L6-v2 (the MLM ablation).
 VARIANT_ENCODERS = {"text+id": "mlm", "text": "mlm", "text+id-no-mlm": "base"}
 BASELINE_NAMES = ("popularity", "recent_popularity", "transitions")
-# The baselines of each protocol: recent popularity needs a time window to count over.
+# The baselines of each protocol. Recent popularity's window differs: the last 10 % of the
+# period it is fitted on under "loo", the last temporal window of it under "temporal".
 PROTOCOL_BASELINES = {
-    "loo": ("popularity", "transitions"),
-    "temporal": ("popularity", "recent_popularity", "transitions"),
+    "loo": BASELINE_NAMES,
+    "temporal": BASELINE_NAMES,
 }
 
 
@@ -213,22 +220,23 @@ def _metrics(scorer: Any, cases: EvalCases, item_ids: list[str], config: Config)
 
 def evaluate_baselines(data: PreparedDataset, config: Config) -> dict[str, dict[str, Any]]:
     """Validation and test metrics of the protocol's simple baselines: fitted on ``train`` for
-    the validation cases and on ``train_full`` (with the validation events) for the test cases;
-    recent popularity counts the last window of those events (``window_seconds``)."""
+    the validation cases and on ``train_full`` (with the validation events) for the test cases.
+    Recent popularity counts the last window of those events under ``temporal``
+    (``window_seconds``), else its default, the last 10 % of their time span."""
     names = PROTOCOL_BASELINES[data.protocol]
     out: dict[str, dict[str, Any]] = {name: {} for name in names}
     for part, train, cases in (
         ("validation", data.split.train, data.split.validation),
         ("test", data.split.train_full, data.split.test),
     ):
+        window = data.window_seconds.get(part)
         scorers = {
             "popularity": Popularity(train, data.item_ids),
+            "recent_popularity": RecentPopularity(
+                train, data.item_ids, window_seconds=None if window is None else max(1, window)
+            ),
             "transitions": ItemTransitions(train, data.item_ids),
         }
-        if "recent_popularity" in names:
-            scorers["recent_popularity"] = RecentPopularity(
-                train, data.item_ids, window_seconds=max(1, data.window_seconds[part])
-            )
         for name in names:
             out[name][part] = _metrics(scorers[name], cases, data.item_ids, config)
     return out
@@ -272,16 +280,21 @@ def evaluate_variant(
         "prior_weight": report["prior_weight"],
         "recency_weight": report["recency_weight"],
         "prior_validation": report["prior_validation"],
+        "search": report.get("search"),
     }
     out["test"] = out["test_train_only"]
     scored = result.recommender
     if refit:
         epochs = max(1, int(report["best_epoch"] or report["epochs"]))
         # The refit has no validation cases: it keeps the prior weight validation chose.
+        # ... and the setting the search chose (the refit has nothing to search by).
+        setting = (report.get("search") or {}).get("chosen", DEFAULT_SETTING)
         refit_config = dataclasses.replace(
             config,
-            train=dataclasses.replace(config.train, epochs=epochs),
-            model=dataclasses.replace(config.model, prior_weights=(report["prior_weight"],)),
+            train=dataclasses.replace(config.train, epochs=epochs, search=()),
+            model=dataclasses.replace(
+                apply_setting(config.model, setting), prior_weights=(report["prior_weight"],)
+            ),
         )
         # No validation cases: every train_full event is trained on, for a fixed epoch count.
         refitted = fit_recommender(
@@ -304,6 +317,24 @@ def evaluate_variant(
     )
     scored.prior_weight, scored.recency_weight = weights
     return out
+
+
+def served_model(
+    row: dict[str, Any], baselines: dict[str, dict[str, Any]], policy: GateConfig
+) -> dict[str, Any]:
+    """What the product would serve in place of the model of ``row``: the gate
+    (:func:`recloop.gate.choose_champion`, no champion) decides between the model and every
+    baseline in ``baselines`` on their ``validation`` metrics (the same cases); the result names
+    the winner (``"candidate"`` or a baseline), the gate's reason, and the winner's ``test``
+    metrics."""
+    decision = choose_champion(
+        row["validation"],
+        None,
+        {name: metrics["validation"] for name, metrics in baselines.items()},
+        policy,
+    )
+    test = row["test"] if decision.promote else baselines[decision.winner]["test"]
+    return {"winner": decision.winner, "reason": decision.reason, "test": dict(test)}
 
 
 def run_quality(
@@ -333,7 +364,8 @@ def run_quality(
     pretraining, each model's initialisation and batch order -- once per seed (encoders under
     ``encoder_dir/seed-<seed>/<name>`` when there are several). A model's row is then the mean
     over the seeds (``per_seed`` and ``test_std`` beside it) and the targets are judged on that
-    mean; the baselines do not depend on the seed and are scored once.
+    mean; the baselines do not depend on the seed and are scored once. What is served
+    (:func:`served_model`) is decided per seed.
     """
     if protocol not in PROTOCOL_BASELINES:
         raise ValueError(f"unknown protocol {protocol!r} (use loo or temporal)")
@@ -399,6 +431,10 @@ def run_quality(
         data = runs[seeds[0]][0]
         # The split and the catalogue do not depend on the seed: the baselines are scored once.
         rows: dict[str, Any] = evaluate_baselines(data, config)
+        baselines = dict(rows)
+        for _, seed_rows in runs.values():
+            for row in seed_rows.values():
+                row["served"] = served_model(row, baselines, config.gate)
         for variant in variants:
             rows[variant] = (
                 runs[seeds[0]][1][variant]
@@ -437,8 +473,10 @@ METRIC_GROUPS = ("test", "validation", "test_train_only", "test_no_prior")
 def mean_row(by_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
     """One model's row over several seeds: each metric's mean, the test metrics' population
     standard deviation (``test_std``), every seed's test NDCG@10 (``per_seed``), the mean
-    training and refit seconds and prior weight, and the longest training
-    (``train_seconds_max``, which the 10-minute target is judged on)."""
+    training and refit seconds and prior weight, the longest training (``train_seconds_max``,
+    which the 10-minute target is judged on) and, when each seed's row says what is served, the
+    mean of the served test metrics with each seed's winner and the number of seeds a baseline
+    served (``served``: ``test``, ``winners``, ``baseline_seeds``)."""
     rows = list(by_seed.values())
     out: dict[str, Any] = {}
     for group in METRIC_GROUPS:
@@ -455,6 +493,15 @@ def mean_row(by_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
             out[key] = round(float(np.mean([row[key] for row in rows])), 1)
     out["train_seconds_max"] = max(row["train_seconds"] for row in rows)
     out["text_encoder"] = rows[0]["text_encoder"]
+    if all("served" in row for row in rows):
+        served = [row["served"] for row in rows]
+        out["served"] = {
+            "test": {
+                key: float(np.mean([s["test"][key] for s in served])) for key in served[0]["test"]
+            },
+            "winners": {str(seed): row["served"]["winner"] for seed, row in by_seed.items()},
+            "baseline_seeds": sum(s["winner"] != CANDIDATE for s in served),
+        }
     return out
 
 
@@ -505,6 +552,8 @@ def _log_mlflow(
                 metrics[f"{name}/{model}/{key}"] = row["test"].get(key)
             if "train_seconds" in row:
                 metrics[f"{name}/{model}/train_seconds"] = row["train_seconds"]
+            if "served" in row:
+                metrics[f"{name}/{model}/served_ndcg_at_10"] = row["served"]["test"]["ndcg_at_10"]
             if "test_no_prior" in row:
                 metrics[f"{name}/{model}/ndcg_at_10_without_prior"] = row["test_no_prior"][
                     "ndcg_at_10"
@@ -513,6 +562,7 @@ def _log_mlflow(
         ratio = entry["targets"].get("ratio_to_best_baseline")
         metrics[f"{name}/ratio_to_best_baseline"] = ratio
         metrics[f"{name}/ratio_without_prior"] = entry["targets"].get("ratio_without_prior")
+        metrics[f"{name}/served_vs_best_baseline"] = entry["targets"].get("served_vs_best_baseline")
         if entry.get("mlm"):
             metrics[f"{name}/mlm_perplexity_before"] = entry["mlm"]["perplexity_before"]
             metrics[f"{name}/mlm_perplexity_after"] = entry["mlm"]["perplexity_after"]
@@ -558,19 +608,28 @@ def _mlm_summary(report: dict[str, Any] | None) -> dict[str, Any] | None:
     return {key: report[key] for key in keys}
 
 
+def _ratio(value: float, best: float) -> float:
+    return value / best if best > 0 else float("inf")
+
+
 def _targets(rows: dict[str, Any], protocol: str = "loo") -> dict[str, Any]:
     """The issue's targets: text+ID at least 1.2x the best baseline (``loo``) or above every
-    baseline (``temporal``); text+ID >= ID-only; training within 10 minutes."""
+    baseline (``temporal``); text+ID >= ID-only; training within 10 minutes; and what is served
+    in text+ID's place (the gate's pick on validation) at least 1.05x the best baseline."""
     names = [b for b in BASELINE_NAMES if b in rows]
     best_name = max(names, key=lambda b: rows[b]["test"]["ndcg_at_10"])
     best = rows[best_name]["test"]["ndcg_at_10"]
     out: dict[str, Any] = {"best_baseline": best_name, "best_baseline_ndcg_at_10": best}
     if "text+id" in rows:
         model = rows["text+id"]["test"]["ndcg_at_10"]
-        out["ratio_to_best_baseline"] = model / best if best > 0 else float("inf")
+        out["ratio_to_best_baseline"] = _ratio(model, best)
         if "test_no_prior" in rows["text+id"]:
             plain = rows["text+id"]["test_no_prior"]["ndcg_at_10"]
-            out["ratio_without_prior"] = plain / best if best > 0 else float("inf")
+            out["ratio_without_prior"] = _ratio(plain, best)
+        if "served" in rows["text+id"]:
+            served = _ratio(rows["text+id"]["served"]["test"]["ndcg_at_10"], best)
+            out["served_vs_best_baseline"] = served
+            out["served_1_05x"] = served >= 1.05
         if protocol == "loo":
             out["beats_1_2x_baseline"] = model >= 1.2 * best
         else:
@@ -590,7 +649,8 @@ def to_markdown(results: dict[str, Any]) -> str:
         title = "leave-one-out"
         split = (
             "Last event per user = test, the one before = validation (early stopping), the rest "
-            "= training."
+            "= training. Recent popularity counts the last 10 % of the time span of the events "
+            "it is fitted on."
         )
     else:
         title = f"temporal, the last of {results['windows']} windows"
@@ -615,6 +675,10 @@ def to_markdown(results: dict[str, Any]) -> str:
         "early-stopped model trained without the validation events: 'train-only'). "
         "text+id and text embed items with the text encoder MLM-pretrained on the dataset's "
         "cleaned catalogue text; text+id-no-mlm (the ablation) with the shipped base encoder. "
+        "'served': what the product would serve in a model's place -- the gate "
+        "(recloop.gate.choose_champion, no champion) picks the model or a baseline on the "
+        "validation cases -- with the pick's test NDCG@10 (the baseline named when it wins) and "
+        "its ratio to the best baseline's. "
         f"{_seeds_text(results)}; machine: {results['machine']}.",
         "",
         f"![test NDCG@10 per dataset]({stem}-ndcg.png)",
@@ -638,19 +702,23 @@ def to_markdown(results: dict[str, Any]) -> str:
             + ".",
             "",
             *_mlm_lines(entry.get("mlm")),
-            "| model | NDCG@10 | Recall@10 | NDCG@20 | Recall@20 | NDCG@10 without prior "
-            "| prior weight | NDCG@10 train-only | val NDCG@10 | train s | refit s "
-            "| best/run epochs |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "| model | NDCG@10 | served NDCG@10 | served / best baseline | Recall@10 | NDCG@20 "
+            "| Recall@20 | NDCG@10 without prior | prior weight | NDCG@10 train-only "
+            "| val NDCG@10 | train s | refit s | best/run epochs |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
+        best = entry["targets"]["best_baseline_ndcg_at_10"]
         for model, row in entry["rows"].items():
             test, val = row["test"], row["validation"]
             only = row.get("test_train_only", {}).get("ndcg_at_10")
             plain = row.get("test_no_prior", {}).get("ndcg_at_10")
             weight = row.get("prior_weight")
             epochs = f"{row['best_epoch']}/{row['epochs']}" if "epochs" in row else ""
+            served = row.get("served")
             lines.append(
-                f"| {model} | {test['ndcg_at_10']:.4f} | {test['recall_at_10']:.4f} | "
+                f"| {model} | {test['ndcg_at_10']:.4f} | {_served_cell(served)} | "
+                f"{'' if served is None else _ratio_text(served['test']['ndcg_at_10'], best)} | "
+                f"{test['recall_at_10']:.4f} | "
                 f"{test.get('ndcg_at_20', float('nan')):.4f} | "
                 f"{test.get('recall_at_20', float('nan')):.4f} | "
                 f"{'' if plain is None else f'{plain:.4f}'} | "
@@ -680,6 +748,14 @@ def to_markdown(results: dict[str, Any]) -> str:
                 f"{_yes(targets.get('text_id_at_least_id'))}; training <= 10 min: "
                 f"{_yes(targets['under_10_minutes'])}.",
             ]
+        if "served_vs_best_baseline" in targets:
+            lines += [
+                "",
+                f"Served in text+ID's place ({_winner_text(entry['rows']['text+id']['served'])}) "
+                f"/ best baseline ({targets['best_baseline']}): "
+                f"{targets['served_vs_best_baseline']:.2f}x (target 1.05x: "
+                f"{'met' if targets['served_1_05x'] else 'NOT met'}).",
+            ]
         rows = entry["rows"]
         if "text+id" in rows and "text+id-no-mlm" in rows:
             with_mlm = rows["text+id"]["test"]["ndcg_at_10"]
@@ -691,6 +767,33 @@ def to_markdown(results: dict[str, Any]) -> str:
             ]
         lines.append("")
     return "\n".join(lines)
+
+
+def _ratio_text(value: float, best: float) -> str:
+    return f"{value / best:.2f}x" if best > 0 else "n/a"
+
+
+def _served_cell(served: dict[str, Any] | None) -> str:
+    """The served test NDCG@10, naming the baseline that serves (one seed) or counting the seeds
+    a baseline served (the mean over several)."""
+    if served is None:
+        return ""
+    ndcg = f"{served['test']['ndcg_at_10']:.4f}"
+    if "winners" in served:
+        k, n = served["baseline_seeds"], len(served["winners"])
+        return ndcg + (f" (a baseline in {k}/{n} seeds)" if k else "")
+    return ndcg if served["winner"] == CANDIDATE else f"{ndcg} ({served['winner']})"
+
+
+def _winner_text(served: dict[str, Any]) -> str:
+    """Who serves in words: the model, a named baseline, or how many seeds a baseline served."""
+    if "winners" in served:
+        k, n = served["baseline_seeds"], len(served["winners"])
+        baselines = sorted({w for w in served["winners"].values() if w != CANDIDATE})
+        return f"the model in {n - k} of {n} seeds" + (
+            f", {' / '.join(baselines)} in {k}" if k else ""
+        )
+    return "the model" if served["winner"] == CANDIDATE else served["winner"]
 
 
 def _seeds_text(results: dict[str, Any]) -> str:
@@ -707,11 +810,14 @@ def _seeds_text(results: dict[str, Any]) -> str:
 
 def _seed_lines(entry: dict[str, Any]) -> list[str]:
     """With several seeds: every model's test NDCG@10 per seed, its mean and standard
-    deviation, and each seed's MLM perplexity after pretraining."""
+    deviation, what is served in its place per seed (the baseline named when one wins), the
+    baselines beside them (the same every seed), and each seed's MLM perplexity after
+    pretraining."""
     if "per_seed" not in entry:
         return []
     seeds = list(entry["per_seed"])
-    models = [m for m, row in entry["rows"].items() if "per_seed" in row]
+    rows = entry["rows"]
+    models = [m for m, row in rows.items() if "per_seed" in row]
     lines = [
         "",
         "Test NDCG@10 per seed:",
@@ -719,13 +825,23 @@ def _seed_lines(entry: dict[str, Any]) -> list[str]:
         "| model | " + " | ".join(f"seed {seed}" for seed in seeds) + " | mean | std |",
         "|---|" + "---|" * (len(seeds) + 2),
     ]
-    for model in models:
-        row = entry["rows"][model]
-        lines.append(
-            f"| {model} | "
-            + " | ".join(f"{row['per_seed'][seed]:.4f}" for seed in seeds)
-            + f" | {row['test']['ndcg_at_10']:.4f} | {row['test_std']['ndcg_at_10']:.4f} |"
+
+    def line(name: str, cells: list[str], values: list[float]) -> str:
+        return (
+            f"| {name} | " + " | ".join(cells) + f" | {np.mean(values):.4f} | "
+            f"{np.std(values):.4f} |"
         )
+
+    for model in models:
+        values = [rows[model]["per_seed"][seed] for seed in seeds]
+        lines.append(line(model, [f"{v:.4f}" for v in values], values))
+        served = [entry["per_seed"][seed]["rows"][model].get("served") for seed in seeds]
+        if all(served):
+            values = [s["test"]["ndcg_at_10"] for s in served]
+            lines.append(line(f"{model} served", [_served_cell(s) for s in served], values))
+    for baseline in (b for b in BASELINE_NAMES if b in rows):
+        values = [rows[baseline]["test"]["ndcg_at_10"]] * len(seeds)
+        lines.append(line(baseline, [f"{v:.4f}" for v in values], values))
     perplexities = {
         seed: run["mlm"]["perplexity_after"]
         for seed, run in entry["per_seed"].items()

@@ -14,10 +14,11 @@ from benchmarks import quality as bench_quality
 from benchmarks.quality import prepare_dataset, run_quality
 from models import encoder
 from recloop.baselines import RecentPopularity
-from recloop.config import load_config
+from recloop.config import GateConfig, load_config
 from recloop.data import read_dataset, split_windows, write_dataset
 from recloop.demo import simulate
 from recloop.evaluation import evaluate_scorer
+from recloop.gate import choose_champion
 from recloop.protocols import temporal_split
 
 pytestmark = pytest.mark.model
@@ -29,6 +30,22 @@ TINY_MODEL = {
     "model": {"hidden_size": 32, "num_layers": 1, "max_seq_len": 20},
     "train": {"epochs": 3, "patience": 2},
 }
+BASELINES = ("popularity", "recent_popularity", "transitions")
+
+
+def assert_served_is_the_gates_pick(rows: dict, gate: GateConfig) -> None:
+    """Each model row's ``served`` is the real gate's decision on the validation metrics, and its
+    test figures are the winner's own."""
+    for variant in (m for m in rows if m not in BASELINES):
+        row = rows[variant]
+        decision = choose_champion(
+            row["validation"], None, {b: rows[b]["validation"] for b in BASELINES}, gate
+        )
+        served = row["served"]
+        assert served["winner"] in ("candidate", *BASELINES)
+        assert (served["winner"], served["reason"]) == (decision.winner, decision.reason)
+        winner = row if served["winner"] == "candidate" else rows[served["winner"]]
+        assert served["test"]["ndcg_at_10"] == winner["test"]["ndcg_at_10"]
 
 
 def test_quality_report_has_baselines_variants_and_targets(
@@ -49,17 +66,35 @@ def test_quality_report_has_baselines_variants_and_targets(
     )
     entry = results["datasets"]["demo"]
     rows = entry["rows"]
-    assert {"popularity", "transitions", "text+id", "id", "text+id-no-mlm"} <= set(rows)
+    assert {*BASELINES, "text+id", "id", "text+id-no-mlm"} == set(rows)
     for row in rows.values():
         assert 0.0 <= row["test"]["ndcg_at_10"] <= 1.0
+        assert 0.0 <= row["validation"]["ndcg_at_10"] <= 1.0
     # A seeded sequential simulator: the trained model must clear popularity by a wide margin.
     assert rows["text+id"]["test"]["ndcg_at_10"] > 2 * rows["popularity"]["test"]["ndcg_at_10"]
+    # Recent popularity under leave-one-out: its default window (the last 10 % of the period it
+    # is fitted on), fitted on the training events for validation and with them for the test.
+    prepared = prepare_dataset("demo", data, config, tmp_path / "cache", variants=("id",))
+    split, item_ids = prepared.split, prepared.item_ids
+    for part, train, cases in (
+        ("validation", split.train, split.validation),
+        ("test", split.train_full, split.test),
+    ):
+        by_hand = evaluate_scorer(
+            RecentPopularity(train, item_ids), cases, item_ids, config.eval.ks
+        )
+        assert rows["recent_popularity"][part]["ndcg_at_10"] == pytest.approx(by_hand["ndcg_at_10"])
+    assert_served_is_the_gates_pick(rows, config.gate)
+
     targets = entry["targets"]
-    best = max(rows[b]["test"]["ndcg_at_10"] for b in ("popularity", "transitions"))
+    best = max(rows[b]["test"]["ndcg_at_10"] for b in BASELINES)
     assert targets["best_baseline_ndcg_at_10"] == best
     model = rows["text+id"]["test"]["ndcg_at_10"]
     assert targets["beats_1_2x_baseline"] == (model >= 1.2 * best)
     assert targets["text_id_at_least_id"] == (model >= rows["id"]["test"]["ndcg_at_10"])
+    served = rows["text+id"]["served"]["test"]["ndcg_at_10"]
+    assert targets["served_vs_best_baseline"] == pytest.approx(served / best)
+    assert targets["served_1_05x"] == (served >= 1.05 * best)
 
     # The default variant embeds with the encoder MLM-pretrained on this catalogue, the
     # ablation with the base encoder; the MLM figures are reported.
@@ -76,7 +111,15 @@ def test_quality_report_has_baselines_variants_and_targets(
     assert len(list((tmp_path / "cache").glob("*.npz"))) == 2
 
     report = (tmp_path / "out" / "quality.md").read_text(encoding="utf-8")
-    assert "## demo" in report and "transitions" in report
+    assert "## demo" in report and "| transitions |" in report
+    assert (
+        f"| recent_popularity | {rows['recent_popularity']['test']['ndcg_at_10']:.4f} |" in report
+    )
+    assert "| model | NDCG@10 | served NDCG@10 | served / best baseline |" in report
+    winner = rows["text+id"]["served"]["winner"]
+    cell = f"{served:.4f}" + ("" if winner == "candidate" else f" ({winner})")
+    assert f"| text+id | {model:.4f} | {cell} | {served / best:.2f}x |" in report
+    assert "Served in text+ID's place" in report and "(target 1.05x: " in report
     assert "MLM pretraining of the text encoder" in report and "MLM ablation" in report
     saved = json.loads((tmp_path / "out" / "quality.json").read_text())
     assert saved["protocol"] == "loo"
@@ -89,6 +132,7 @@ def test_quality_report_has_baselines_variants_and_targets(
     assert run.info.run_id == results["mlflow_run_id"] and run.info.run_name == "quality"
     assert run.data.metrics["demo/text_id/ndcg_at_10"] == pytest.approx(model)
     assert run.data.metrics["demo/mlm_perplexity_after"] == pytest.approx(mlm["perplexity_after"])
+    assert run.data.metrics["demo/text_id/served_ndcg_at_10"] == pytest.approx(served)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert artifacts == {"quality.md", "quality.json", "quality-ndcg.png", "quality-seconds.png"}
 
@@ -139,7 +183,8 @@ def test_temporal_protocol_scores_the_last_window_beside_recent_popularity(
     assert entry["split"]["train_events"] == sum(len(p) for p in parts[:2])
 
     rows = entry["rows"]
-    assert {"popularity", "recent_popularity", "transitions", "text+id-no-mlm", "id"} == set(rows)
+    assert {*BASELINES, "text+id-no-mlm", "id"} == set(rows)
+    assert_served_is_the_gates_pick(rows, config.gate)
     # Recent popularity is fitted on every event before the test window and counts the last
     # window of those, the validation window.
     span = int(parts[2]["timestamp"].max() - parts[2]["timestamp"].min())
@@ -188,11 +233,76 @@ def test_temporal_target_is_above_every_baseline() -> None:
     assert targets["best_baseline"] == "recent_popularity"
     assert targets["ratio_to_best_baseline"] == pytest.approx(1.1)
     assert targets["beats_every_baseline"] and targets["text_id_at_least_id"]
+    assert "served_vs_best_baseline" not in targets  # no served figures, no served target
     rows["text+id"] = row(0.05)  # a tie with the best baseline is not above it
     assert not bench_quality._targets(rows, "temporal")["beats_every_baseline"]
-    # Under leave-one-out the bar is 1.2x the best of popularity and transitions.
-    loo = bench_quality._targets({k: v for k, v in rows.items() if k != "recent_popularity"})
-    assert loo["best_baseline"] == "transitions" and loo["beats_1_2x_baseline"]
+    # Under leave-one-out the bar is 1.2x the best baseline, recent popularity included.
+    rows["text+id"] = row(0.06)
+    loo = bench_quality._targets(rows)
+    assert loo["best_baseline"] == "recent_popularity" and loo["beats_1_2x_baseline"]
+    rows["recent_popularity"] = row(0.051)
+    assert not bench_quality._targets(rows)["beats_1_2x_baseline"]
+    # What serves in text+ID's place is judged against the best baseline too, from 1.05x.
+    rows["text+id"]["served"] = {"winner": "transitions", "test": {"ndcg_at_10": 0.04}}
+    served = bench_quality._targets(rows)
+    assert served["served_vs_best_baseline"] == pytest.approx(0.04 / 0.051)
+    assert not served["served_1_05x"]
+    rows["text+id"]["served"] = {"winner": "candidate", "test": {"ndcg_at_10": 0.06}}
+    assert bench_quality._targets(rows)["served_1_05x"]
+
+
+def test_served_is_the_baseline_the_gate_picks_on_validation() -> None:
+    def metrics(validation: float, test: float) -> dict:
+        return {
+            "validation": {"ndcg_at_10": validation, "recall_at_10": validation},
+            "test": {"ndcg_at_10": test, "recall_at_10": test},
+        }
+
+    baselines = {
+        "popularity": metrics(0.02, 0.02),
+        "recent_popularity": metrics(0.05, 0.03),
+        "transitions": metrics(0.04, 0.045),
+    }
+    gate = GateConfig()
+    # Below recent popularity on validation: recent popularity serves, with its own test figures,
+    # although the model would have been better on the test cases.
+    served = bench_quality.served_model(metrics(0.045, 0.09), baselines, gate)
+    assert served["winner"] == "recent_popularity"
+    assert served["test"] == baselines["recent_popularity"]["test"]
+    assert served["reason"].startswith("serve recent popularity")
+    # A tie with the best baseline on validation does not serve the model either.
+    assert bench_quality.served_model(metrics(0.05, 0.09), baselines, gate)["winner"] == (
+        "recent_popularity"
+    )
+    served = bench_quality.served_model(metrics(0.06, 0.01), baselines, gate)
+    assert served["winner"] == "candidate" and served["test"]["ndcg_at_10"] == 0.01
+
+    # The report names the baseline that serves and the served / best-baseline ratio.
+    rows = {**baselines, "text+id": metrics(0.045, 0.09)}
+    rows["text+id"]["served"] = bench_quality.served_model(rows["text+id"], baselines, gate)
+    rows["text+id"]["train_seconds"] = 1.0
+    results = {
+        "protocol": "loo",
+        "machine": "test",
+        "seed": 42,
+        "seeds": [42],
+        "datasets": {
+            "demo": {
+                "summary": {"users": 3, "items": 4, "interactions": 5},
+                "n_test_cases": 3,
+                "mlm": None,
+                "rows": rows,
+                "targets": bench_quality._targets(rows),
+            }
+        },
+    }
+    report = bench_quality.to_markdown(results)
+    assert "| text+id | 0.0900 | 0.0300 (recent_popularity) | 0.67x |" in report
+    assert "| recent_popularity | 0.0300 |" in report
+    assert (
+        "Served in text+ID's place (recent_popularity) / best baseline (transitions): 0.67x "
+        "(target 1.05x: NOT met)."
+    ) in report
 
 
 def test_several_seeds_report_each_seed_and_judge_the_targets_on_their_mean(
@@ -233,7 +343,19 @@ def test_several_seeds_report_each_seed_and_judge_the_targets_on_their_mean(
     seconds = [runs[seed]["rows"]["text+id"]["train_seconds"] for seed in ("3", "4")]
     assert row["train_seconds_max"] == max(seconds)
     # Baselines do not depend on the seed: one row each, no per-seed figures.
-    assert "per_seed" not in rows["transitions"]
+    assert "per_seed" not in rows["transitions"] and "recent_popularity" in rows
+    # What is served is decided per seed (the gate on that seed's validation figures) and
+    # reported as the mean over the seeds.
+    for seed in ("3", "4"):
+        assert_served_is_the_gates_pick(
+            runs[seed]["rows"] | {b: rows[b] for b in BASELINES}, config.gate
+        )
+    per_seed = [runs[seed]["rows"]["text+id"]["served"] for seed in ("3", "4")]
+    assert row["served"]["test"]["ndcg_at_10"] == pytest.approx(
+        np.mean([s["test"]["ndcg_at_10"] for s in per_seed])
+    )
+    assert row["served"]["winners"] == {"3": per_seed[0]["winner"], "4": per_seed[1]["winner"]}
+    assert row["served"]["baseline_seeds"] == sum(s["winner"] != "candidate" for s in per_seed)
     targets = entry["targets"]
     assert targets["ratio_to_best_baseline"] == pytest.approx(
         np.mean(ndcgs) / targets["best_baseline_ndcg_at_10"]
@@ -256,6 +378,7 @@ def test_several_seeds_report_each_seed_and_judge_the_targets_on_their_mean(
     report = (tmp_path / "out" / "quality.md").read_text(encoding="utf-8")
     assert "Seeds 3, 4" in report and "Test NDCG@10 per seed:" in report
     assert f"| text+id | {ndcgs[0]:.4f} | {ndcgs[1]:.4f} | {np.mean(ndcgs):.4f} |" in report
+    assert "| text+id served | " in report and "| recent_popularity | " in report
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("recloop-benchmarks").experiment_id])
     assert run.data.params["seeds"] == "3,4"
