@@ -26,6 +26,18 @@ base), so the catalogue grows as ``recloop run`` would see it.
   (``recloop.evaluation.evaluate_scorer``);
   next-window targets that are items arriving only with window ``w + 1`` are unknown to every
   model and counted apart (``n_target_unknown``).
+- The *served* line replays the product's loop (``flows/cycle.py``) beside the two arms; its
+  first champion is M0. At update ``w`` the windows its champion has not learned (``W_w``, and
+  the windows before it while a champion was kept: ``tasks.prepare.plan_batches`` leaves them
+  pending) are split as ``tasks.prepare`` splits them (``recloop.data.holdout_last_events``: the
+  last event of every user active there is held out). The learned candidate ``L_w`` is an
+  incremental update on the rest, from the champion, or from the newest candidate while a
+  baseline serves; the three baselines are fitted on the same events. ``L_w``, the champion and
+  the baselines are scored on the held-out events (the metrics above) and
+  ``recloop.gate.choose_champion`` names who serves next, ``S_w``: ``L_w``, the champion, or a
+  baseline fitted on those events. The forgetting check is left out (no retention cases here).
+  ``S_w`` ("served") and ``L_w`` ("learned alone") are tested on window ``w + 1`` like the other
+  rows. One more incremental update per window, no more full retrains.
 - New items of update ``w`` are the items first seen in ``W_w``. *New-item share* = the fraction of
   all top-10 recommendations (history excluded) that are new items; *new-item recall* = Recall@10
   over the next-window cases whose target is a new item (blank when there is none).
@@ -44,7 +56,8 @@ base), so the catalogue grows as ``recloop run`` would see it.
 
 Targets (issue 3): at the last update the incremental model takes at most 1/10 of the full
 retrain's wall time; its next-window NDCG@10 averaged over the updates is at least 98% of the
-full retrain's. Both are printed met / NOT met as measured.
+full retrain's. The served model's next-window NDCG@10 is at least 1.05x the best simple
+baseline's of the same window, in every update. All are printed met / NOT met as measured.
 
 Outputs, under ``--out`` (default ``reports``): ``incremental/<dataset>.md`` and ``.json`` and the
 plots ``incremental/<dataset>-ndcg.png`` and ``incremental/<dataset>-seconds.png``; the run is
@@ -70,7 +83,8 @@ import pandas as pd
 from benchmarks.reporting import machine_description, plot_bars, write_report
 from recloop.baselines import ItemTransitions, Popularity, RecentPopularity
 from recloop.config import Config, load_config
-from recloop.data import Dataset, EvalCases, read_dataset, split_windows
+from recloop.data import Dataset, EvalCases, holdout_last_events, read_dataset, split_windows
+from recloop.gate import CANDIDATE, CHAMPION, choose_champion
 from recloop.metrics import metrics_from_ranks
 from recloop.paths import get_home
 from recloop.protocols import TEMPORAL_TARGETS, Split, temporal_split
@@ -83,13 +97,17 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MODELS = ("incremental", "full")  # the two trained arms
+SERVED, LEARNED = "served", "learned"  # the product's loop replayed: who serves, its candidate
 NO_UPDATE = "parent"  # the previous update's model, not updated: is updating worth anything?
 BASELINES = ("popularity", "recent_popularity", "transitions")
-ROWS = (*MODELS, NO_UPDATE, *BASELINES)  # the next-window table, in this order
+ROWS = (*MODELS, SERVED, LEARNED, NO_UPDATE, *BASELINES)  # the next-window table, in this order
+LEARNED_KIND = "learned"  # what serves: a learned model, or "baseline:<name>" (recloop.registry)
 LABELS = {
     "parent": "no update (parent)",
     "incremental": "incremental",
     "full": "full retrain",
+    "served": "served",
+    "learned": "learned alone",
     "popularity": "popularity",
     "recent_popularity": "recent popularity",
     "transitions": "transitions",
@@ -97,6 +115,7 @@ LABELS = {
 TOP_K = 10
 TIME_RATIO_TARGET = 0.1  # incremental wall time at the last update <= 1/10 of the full retrain's
 NDCG_RATIO_TARGET = 0.98  # mean next-window NDCG@10 >= 98% of the full retrain's
+SERVED_RATIO_TARGET = 1.05  # served NDCG@10 >= 1.05x the best baseline's, in every window
 
 
 # ----------------------------------------------------------------------------------------------
@@ -135,6 +154,13 @@ class Timeline:
     def train(self, step: int) -> pd.DataFrame:
         """Every event up to and including window ``step``."""
         return self.splits[step].train_full
+
+    def pending(self, learned: int, step: int) -> pd.DataFrame:
+        """The events of windows ``learned + 1 .. step``: what a model that learned everything up
+        to window ``learned`` has not seen by update ``step``."""
+        if not 0 <= learned < step:
+            raise ValueError(f"nothing pending after window {learned} at update {step}")
+        return pd.concat(self.parts[learned + 1 : step + 1], ignore_index=True)
 
     def next_cases(self, step: int) -> EvalCases:
         """First events of window ``step + 1``: the test of the models of update ``step``."""
@@ -342,6 +368,7 @@ def train_arm(
         "shrink": report.get("shrink"),
         "best_val_ndcg": report.get("best_val_ndcg"),
         "prior_weight": report.get("prior_weight"),
+        "recency_weight": report.get("recency_weight"),
     }
     return result.recommender, figures
 
@@ -358,15 +385,125 @@ def _baselines(
     }
 
 
+@dataclass(frozen=True)
+class ServedLine:
+    """The served line between two updates (see the module docstring): who serves, and where the
+    next learned candidate starts from. Names say which model it is: ``initial`` (M0),
+    ``learned <w>`` (``L_w``) or ``<baseline> <w>`` (that baseline, fitted at update ``w``)."""
+
+    champion: Any  # the model that serves
+    kind: str  # "learned" or "baseline:<name>", as recloop.registry tags a version
+    name: str
+    parent: Any  # the next learned candidate starts from it
+    parent_name: str
+    learned: int  # the last window the champion's lineage learned; later windows are pending
+
+    @classmethod
+    def initial(cls, model: Any) -> ServedLine:
+        """Before the first update: M0 serves (the first champion) and is the first parent."""
+        return cls(model, LEARNED_KIND, "initial", model, "initial", 0)
+
+
+def after_gate(
+    line: ServedLine, winner: str, step: int, learned: Any, baselines: dict[str, Any]
+) -> ServedLine:
+    """The served line after the gate of update ``step`` named ``winner`` (``"candidate"``,
+    ``"champion"`` or a baseline's name); ``learned`` is that update's candidate, ``baselines``
+    the baselines fitted beside it.
+
+    As the product does: a winning baseline is registered with the candidate's lineage
+    (``tasks.promote``), so it has learned the pending windows too; a kept champion leaves them
+    pending. The next candidate starts from the champion when it is learned, else from the newest
+    learned version, this candidate (``flows.cycle._start_from``; every candidate is registered).
+    """
+    if winner == CANDIDATE:
+        champion, kind, name, through = learned, LEARNED_KIND, f"learned {step}", step
+    elif winner == CHAMPION:
+        champion, kind, name, through = line.champion, line.kind, line.name, line.learned
+    elif winner in baselines:
+        champion, kind, name = baselines[winner], f"baseline:{winner}", f"{winner} {step}"
+        through = step
+    else:
+        raise ValueError(f"the gate named {winner!r}, neither a model nor a fitted baseline")
+    if kind == LEARNED_KIND:
+        return ServedLine(champion, kind, name, champion, name, through)
+    return ServedLine(champion, kind, name, learned, f"learned {step}", through)
+
+
+def run_served(
+    timeline: Timeline,
+    step: int,
+    line: ServedLine,
+    vectors: dict[str, np.ndarray],
+    config: Config,
+    next_cases: RankingCases,
+) -> tuple[ServedLine, dict[str, dict[str, Any]], dict[str, Any]]:
+    """Update ``step`` of the served line: the product's cycle on the pending windows (hold out,
+    update, fit the baselines, gate), then the served model and the candidate tested on
+    ``next_cases`` (window ``step + 1``). Returns the line after the gate, the two next-window
+    rows (``served``, ``learned``) and the gate's figures."""
+    from recloop.evaluation import RankingCases
+
+    item_ids = timeline.catalogue(step)
+    prior = timeline.train(line.learned)
+    pending = timeline.pending(line.learned, step)
+    train, heldout = holdout_last_events(prior, pending)
+    # holdout_last_events puts the pending rows after the prior ones (as tasks.prepare reads it).
+    new_events = train.iloc[len(prior) :].reset_index(drop=True)
+    focus = set(pending["user_id"].astype(str))
+    learned, fig = train_arm(train, item_ids, vectors, config, line.parent, focus, new_events)
+    windows = list(range(line.learned + 1, step + 1))
+    span = f"window {step}" if len(windows) == 1 else f"windows {windows[0]}-{step}"
+    fig["trained_on"] = f"{span} minus held-out events: {fig['trained_on']}"
+    baselines = _baselines(train, timeline.parts[step], item_ids, config)
+
+    # The product's evaluation: a seeded sample of the held-out cases, every model on the same.
+    cases = RankingCases.build(heldout.sample(config.eval.max_users, config.seed), item_ids)
+    scored = {
+        CANDIDATE: score_cases(learned, cases, item_ids, config),
+        CHAMPION: score_cases(line.champion, cases, item_ids, config),
+    }
+    scored |= {name: score_cases(b, cases, item_ids, config) for name, b in baselines.items()}
+    decision = choose_champion(
+        scored[CANDIDATE], scored[CHAMPION], {b: scored[b] for b in BASELINES}, config.gate
+    )
+    after = after_gate(line, decision.winner, step, learned, baselines)
+
+    new_items = timeline.new_items(step)
+    learned_next = next_window_metrics(learned, next_cases, item_ids, new_items, config)
+    served_next = (
+        dict(learned_next)
+        if after.champion is learned
+        else next_window_metrics(after.champion, next_cases, item_ids, new_items, config)
+    )
+    rows = {SERVED: {"next": served_next}, LEARNED: {"next": learned_next, "training": fig}}
+    metric = config.gate.metric
+    gate = {
+        "winner": decision.winner,
+        "reason": decision.reason,
+        "kind": after.kind,
+        "model": after.name,
+        "champion_before": line.name,
+        "parent": line.parent_name,
+        "windows_learned": windows,
+        "heldout_cases": len(cases),
+        "metric": metric,
+        "scores": {name: m[metric] for name, m in scored.items()},
+        "heldout": scored,
+    }
+    return after, rows, gate
+
+
 def run_update(
     timeline: Timeline,
     step: int,
     parent: Any,
+    line: ServedLine,
     vectors: dict[str, np.ndarray],
     config: Config,
-) -> tuple[Any, dict[str, Any]]:
-    """Update ``step``: train both arms, score everything; return the incremental model and the
-    step's figures."""
+) -> tuple[Any, ServedLine, dict[str, Any]]:
+    """Update ``step``: train both arms and the served line's candidate, score everything;
+    return the incremental model, the served line after the gate and the step's figures."""
     from recloop.evaluation import RankingCases
 
     train, window = timeline.train(step), timeline.parts[step]
@@ -395,6 +532,8 @@ def run_update(
         rows[name] = row
     rows["incremental"]["training"] = inc_fig
     rows["full"]["training"] = full_fig
+    line, served_rows, gate = run_served(timeline, step, line, vectors, config, next_cases)
+    rows |= served_rows
     figures = {
         "window": step,
         "train_events": len(train),
@@ -407,11 +546,12 @@ def run_update(
         "update_window_cases": len(update_cases),
         "window_before_cases": len(before_cases),
         "rows": rows,
+        "served": gate,
     }
     inc, fr = rows["incremental"], rows["full"]
     logger.info(
         "update %d/%d: next-window NDCG@10 incremental %.4f (%.1fs) vs full %.4f (%.1fs); "
-        "popularity %.4f, recent %.4f, transitions %.4f",
+        "popularity %.4f, recent %.4f, transitions %.4f; served %.4f (%s: %s)",
         step,
         timeline.updates,
         inc["next"]["ndcg_at_10"],
@@ -421,8 +561,11 @@ def run_update(
         rows["popularity"]["next"]["ndcg_at_10"],
         rows["recent_popularity"]["next"]["ndcg_at_10"],
         rows["transitions"]["next"]["ndcg_at_10"],
+        rows[SERVED]["next"]["ndcg_at_10"],
+        gate["model"],
+        gate["reason"],
     )
-    return incremental, figures
+    return incremental, line, figures
 
 
 # ----------------------------------------------------------------------------------------------
@@ -437,12 +580,13 @@ def _mean(values: Sequence[float | None]) -> float:
 
 def summarise(steps: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(per-model next-window means over the updates, the targets: the time and NDCG ratios,
-    and each trained arm against the best simple baseline)."""
+    each trained arm against the best simple baseline, and the served model against the best
+    baseline of each window)."""
     keys = [k for k in steps[0]["rows"]["incremental"]["next"] if not k.startswith("n_")]
     mean: dict[str, Any] = {}
     for name in ROWS:
         mean[name] = {k: _mean([s["rows"][name]["next"][k] for s in steps]) for k in keys}
-    for name in MODELS:
+    for name in (*MODELS, LEARNED):
         mean[name]["wall_seconds"] = _mean(
             [s["rows"][name]["training"]["wall_seconds"] for s in steps]
         )
@@ -486,7 +630,32 @@ def summarise(steps: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, An
             )
             for s in steps
         )
+    # The served target: in every window, what serves against that window's best baseline.
+    best_per_window = [_best_baseline(s["rows"]) for s in steps]
+    served = [
+        _ratio(s["rows"][SERVED]["next"]["ndcg_at_10"], s["rows"][best]["next"]["ndcg_at_10"])
+        for s, best in zip(steps, best_per_window, strict=True)
+    ]
+    at_target = sum(r >= SERVED_RATIO_TARGET for r in served if math.isfinite(r))
+    targets |= {
+        "served_best_baselines": best_per_window,
+        "served_vs_best_baseline_windows": served,
+        "served_vs_best_baseline": _mean(served),
+        "served_ratio_target": SERVED_RATIO_TARGET,
+        "served_windows_at_target": at_target,
+        "served_met": bool(at_target == len(steps)),
+    }
     return mean, targets
+
+
+def _best_baseline(rows: dict[str, dict[str, Any]]) -> str:
+    """The baseline with the best next-window NDCG@10 among ``rows`` (the first of equals)."""
+    return max(BASELINES, key=lambda b: _finite_or(rows[b]["next"]["ndcg_at_10"], -1.0))
+
+
+def _ratio(value: float, reference: float) -> float:
+    """``value / reference``; NaN when the reference is not positive."""
+    return value / reference if reference > 0 else float("nan")
 
 
 def _finite_or(value: float, default: float) -> float:
@@ -524,12 +693,13 @@ def run_incremental(
     model, initial = train_arm(
         timeline.train(0), timeline.catalogue(0), vectors, config, None, base_users, None
     )
+    line = ServedLine.initial(model)
     steps = []
     for step in range(1, windows + 1):
         logger.info(
             "update %d/%d: learning window %d, testing on window %d", step, windows, step, step + 1
         )
-        model, figures = run_update(timeline, step, model, vectors, config)
+        model, line, figures = run_update(timeline, step, model, line, vectors, config)
         steps.append(figures)
     mean, goals = summarise(steps)
     results: dict[str, Any] = {
@@ -608,7 +778,7 @@ def _log_mlflow(
             s["rows"][model]["next"]["new_item_share_at_10"] for s in steps
         ]
         metrics[f"{model}_mean_ndcg_at_10"] = results["mean"][model]["ndcg_at_10"]
-    for model in MODELS:
+    for model in (*MODELS, LEARNED):
         metrics[f"{model}_seconds"] = [s["rows"][model]["training"]["wall_seconds"] for s in steps]
     metrics["forgetting_ndcg_at_10"] = [_forgetting(s) for s in steps]
     targets = results["targets"]
@@ -619,6 +789,10 @@ def _log_mlflow(
         "ndcg_target_met": float(targets["ndcg_met"]),
         **{f"{m}_vs_best_baseline": targets[f"{m}_vs_best_baseline"] for m in MODELS},
         **{f"{m}_baselines_target_met": float(targets[f"{m}_above_baselines"]) for m in MODELS},
+        "served_vs_best_baseline": targets["served_vs_best_baseline"],
+        "served_vs_best_baseline_window": targets["served_vs_best_baseline_windows"],
+        "served_windows_at_target": float(targets["served_windows_at_target"]),
+        "served_target_met": float(targets["served_met"]),
         "wall_seconds": results["wall_seconds"],
     }
     params = {
@@ -686,7 +860,12 @@ def to_markdown(results: dict[str, Any], stem: str) -> str:
         "scratch on every "
         "event so far. NDCG/Recall "
         "with full ranking over the catalogue known at the time, history excluded, pessimistic "
-        "ties; baselines fitted on the same events. Seconds are the training call only (item "
+        "ties; baselines fitted on the same events. The served line replays the product's loop: "
+        "per update, the last event of every user active in the windows its champion has not "
+        "learned is held out, a candidate is updated incrementally on the rest, and the gate "
+        "(without its forgetting check) picks the candidate, the champion (first the initial "
+        "model) or a baseline on those held-out events; what serves then is tested on window "
+        "w + 1 like every other row. Seconds are the training call only (item "
         f"text embedded once beforehand: {results['embed_seconds']:.0f}s, "
         f"{results['embed_encoded']} texts encoded, the rest from the cache; shared by both arms). "
         f"Seed {results['seed']}; machine: {results['machine']}; {results['created']}.",
@@ -694,6 +873,16 @@ def to_markdown(results: dict[str, Any], stem: str) -> str:
     ]
     if results.get("command"):
         lines += [f"Command: `{results['command']}` ({results['wall_seconds']:.0f}s wall).", ""]
+    served = ", ".join(
+        f"update {s['window']}: {f(s['rows'][SERVED]['next']['ndcg_at_10'])} = {r:.3f}x "
+        f"{LABELS[b].lower()}"
+        for s, r, b in zip(
+            steps,
+            targets["served_vs_best_baseline_windows"],
+            targets["served_best_baselines"],
+            strict=True,
+        )
+    )
     lines += [
         "## Targets",
         "",
@@ -715,13 +904,18 @@ def to_markdown(results: dict[str, Any], stem: str) -> str:
             f"{targets[f'{m}_windows_above_baselines']} of {len(steps)} updates)."
             for m in MODELS
         ),
+        "- Next-window NDCG@10 of what serves against the best simple baseline of the same "
+        f"update: {served} (mean {targets['served_vs_best_baseline']:.3f}x; target >= "
+        f"{SERVED_RATIO_TARGET:g}x in every update: {_met(targets['served_met'])}, reached in "
+        f"{targets['served_windows_at_target']} of {len(steps)}).",
         "",
         "## Next window",
         "",
         "new share = fraction of all top-10 recommendations that are items first seen in the "
         "update's window; new recall = Recall@10 on the cases whose target is such an item. "
         "No update = the previous update's model as it was (it cannot rank the new items). "
-        "Seconds: training wall time.",
+        "Served = what the gate left serving (its kind in brackets); learned alone = the served "
+        "line's candidate, whoever won. Seconds: training wall time.",
         "",
     ]
     header = [
@@ -736,11 +930,13 @@ def to_markdown(results: dict[str, Any], stem: str) -> str:
         "seconds",
     ]
 
-    def row(update: Any, model: str, n: dict[str, Any], seconds: float | None) -> list[Any]:
+    def row(
+        update: Any, model: str, n: dict[str, Any], seconds: float | None, label: str = ""
+    ) -> list[Any]:
         keys = ("ndcg_at_10", "recall_at_10", "ndcg_at_20", "recall_at_20")
         return [
             update,
-            LABELS[model],
+            label or LABELS[model],
             *(f(n[k]) for k in keys),
             f(n["new_item_share_at_10"], 3),
             f(n["new_item_recall_at_10"]),
@@ -753,6 +949,7 @@ def to_markdown(results: dict[str, Any], stem: str) -> str:
             m,
             s["rows"][m]["next"],
             s["rows"][m].get("training", {}).get("wall_seconds"),
+            f"served ({s['served']['kind']})" if m == SERVED else "",
         )
         for s in steps
         for m in ROWS
@@ -771,6 +968,41 @@ def to_markdown(results: dict[str, Any], stem: str) -> str:
             f"| {s['window']} | {s['next_cases']} | {int(n['n_target_unknown'])} | "
             f"{int(n['n_new_item_cases'])} | {s['new_items']} | {s['catalogue_items']} |"
         )
+    lines += [
+        "",
+        "## Gate (served line)",
+        "",
+        "Each update's gate on the held-out last events of the users active in the windows "
+        "learned: the candidate (updated from the parent named), the champion before, and the "
+        "baselines, as the reason quotes them.",
+        "",
+    ]
+    gate_rows = [
+        [
+            s["window"],
+            ", ".join(map(str, s["served"]["windows_learned"])),
+            s["served"]["heldout_cases"],
+            s["served"]["parent"],
+            s["served"]["champion_before"],
+            s["served"]["winner"],
+            f"{s['served']['model']} ({s['served']['kind']})",
+            s["served"]["reason"],
+        ]
+        for s in steps
+    ]
+    lines += markdown_table(
+        [
+            "update",
+            "windows learned",
+            "held-out cases",
+            "candidate from",
+            "champion before",
+            "winner",
+            "serves",
+            "reason",
+        ],
+        gate_rows,
+    )
     lines += [
         "",
         "## Learning and forgetting",
@@ -807,7 +1039,8 @@ def to_markdown(results: dict[str, Any], stem: str) -> str:
         "'before' is the parent's score there before the update; 'gap' is how many nats worse "
         "the parent predicted the new events than the earlier ones it trained on, and the "
         "shrink applied for it (train.warm_shrink_gap); 'prior w' is the transition prior's "
-        "weight chosen on that validation (model.prior_weights).",
+        "weight chosen on that validation (model.prior_weights), 'recency w' the recency "
+        "prior's. Learned alone is the served line's candidate.",
         "",
     ]
     header = [
@@ -824,11 +1057,14 @@ def to_markdown(results: dict[str, Any], stem: str) -> str:
         "best val",
         "gap (shrink)",
         "prior w",
+        "recency w",
     ]
     rows = []
     init = results["initial"]["training"]
     for label, fig, window in [("initial", init, 0)] + [
-        (LABELS[m], s["rows"][m]["training"], s["window"]) for s in steps for m in MODELS
+        (LABELS[m], s["rows"][m]["training"], s["window"])
+        for s in steps
+        for m in (*MODELS, LEARNED)
     ]:
         rows.append(
             [
@@ -847,6 +1083,7 @@ def to_markdown(results: dict[str, Any], stem: str) -> str:
                 if fig.get("memorisation_gap") is None
                 else f"{fig['memorisation_gap']:.2f} ({fig['shrink']:.2f})",
                 "-" if fig.get("prior_weight") is None else f"{fig['prior_weight']:.2f}",
+                "-" if fig.get("recency_weight") is None else f"{fig['recency_weight']:.2f}",
             ]
         )
     ratio = [

@@ -4,14 +4,31 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from benchmarks.incremental import BASELINES, MODELS, NO_UPDATE, ROWS, run_incremental
+import benchmarks.incremental as bench_incremental
+from benchmarks.incremental import (
+    BASELINES,
+    LEARNED,
+    MODELS,
+    NO_UPDATE,
+    ROWS,
+    SERVED,
+    build_timeline,
+    next_window_metrics,
+    run_incremental,
+    score_cases,
+)
+from recloop.baselines import ItemTransitions, Popularity, RecentPopularity
 from recloop.config import load_config
-from recloop.data import write_dataset
+from recloop.data import holdout_last_events, read_dataset, write_dataset
 from recloop.demo import simulate
+from recloop.evaluation import RankingCases
+from recloop.gate import choose_champion
 
 pytestmark = pytest.mark.model
 
@@ -25,7 +42,16 @@ TINY = {
 
 
 @pytest.fixture(scope="module")
-def bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, Path]:
+def trained() -> dict[int, Any]:
+    """Every model the module's run trained, by ``id`` of the figures dict it came with (the
+    dict the results hold), so a test can score a model the results only name."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def bench(
+    tmp_path_factory: pytest.TempPathFactory, trained: dict[int, Any]
+) -> tuple[dict, Path, Path]:
     """One run for the module: 80 users, 150 items released over time, 2 updates."""
     root = tmp_path_factory.mktemp("bench-incremental")
     # Seed 5 at this size releases new items in both update windows (14 and 10 items).
@@ -34,8 +60,16 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, Path]:
     # A module fixture runs before the per-test autouse one that clears MLFLOW_TRACKING_URI, and
     # mlflow.set_tracking_uri in an earlier test exports it: clear it here too, or the run would
     # be logged to that test's store.
+    train_arm = bench_incremental.train_arm
+
+    def recording_train_arm(*args: Any, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        model, figures = train_arm(*args, **kwargs)
+        trained[id(figures)] = model
+        return model, figures
+
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        patch.setattr(bench_incremental, "train_arm", recording_train_arm)
         results = run_incremental(
             data,
             load_config(overrides=TINY),
@@ -52,7 +86,7 @@ def test_one_row_per_window_for_every_model_and_baseline(bench) -> None:
     steps = results["steps"]
     assert [s["window"] for s in steps] == [1, 2]
     for step in steps:
-        assert set(step["rows"]) == {NO_UPDATE, *MODELS, *BASELINES} == set(ROWS)
+        assert set(step["rows"]) == {NO_UPDATE, *MODELS, SERVED, LEARNED, *BASELINES} == set(ROWS)
         for name in ROWS:
             nxt = step["rows"][name]["next"]
             assert 0.0 <= nxt["ndcg_at_10"] <= nxt["recall_at_10"] <= nxt["recall_at_20"] <= 1
@@ -87,6 +121,96 @@ def test_incremental_is_warm_started_and_grows_its_item_table(bench) -> None:
             assert arm["prior_weight"] in load_config().model.prior_weights
 
 
+def test_served_line_names_who_serves_after_each_gate(bench) -> None:
+    """The product's rules, window by window: the gate's winner decides what serves and what
+    the next candidate starts from; a kept champion leaves its windows pending."""
+    results, _, _ = bench
+    kind, model, learned_through = "learned", "initial", 0  # M0 is the first champion
+    for step in results["steps"]:
+        w, gate = step["window"], step["served"]
+        assert gate["winner"] in {"candidate", "champion", *BASELINES}
+        assert gate["champion_before"] == model
+        assert gate["windows_learned"] == list(range(learned_through + 1, w + 1))
+        # A learned champion is the candidate's parent; while a baseline serves, the newest
+        # candidate (the one of the update before) is.
+        assert gate["parent"] == (model if kind == "learned" else f"learned {w - 1}")
+        if gate["winner"] == "candidate":
+            expected, verdict = ("learned", f"learned {w}"), "promote:"
+        elif gate["winner"] == "champion":
+            expected, verdict = (kind, model), "keep champion:"
+        else:
+            winner = gate["winner"]
+            expected, verdict = (f"baseline:{winner}", f"{winner} {w}"), "serve "
+        assert (gate["kind"], gate["model"]) == expected
+        assert gate["reason"].startswith(verdict)
+        assert set(gate["scores"]) == {"candidate", "champion", *BASELINES}
+        assert gate["heldout_cases"] > 0 and gate["metric"] == "ndcg_at_10"
+        learned = step["rows"][LEARNED]["training"]
+        assert learned["warm_start"] and "minus held-out" in learned["trained_on"]
+        assert learned["recency_weight"] is not None
+        if gate["winner"] != "champion":
+            learned_through = w
+        kind, model = gate["kind"], gate["model"]
+
+
+def test_served_line_replays_the_gate_and_tests_the_model_it_names(bench, trained) -> None:
+    """Rebuilt here from the data: the held-out split, the baselines, every score the gate used
+    and its decision; then the served and learned rows' next-window numbers are recomputed from
+    the models their names point to (a trained model, or a baseline refitted here)."""
+    results, _, _ = bench
+    config = load_config(overrides=TINY)
+    timeline = build_timeline(
+        read_dataset(results["data"]),
+        results["windows"],
+        config.replay.base_fraction,
+        results["case_targets"],
+    )
+    models = {"initial": trained[id(results["initial"]["training"])]}
+    for step in results["steps"]:
+        w, gate = step["window"], step["served"]
+        first = gate["windows_learned"][0]
+        pending = pd.concat(timeline.parts[first : w + 1], ignore_index=True)
+        train, heldout = holdout_last_events(timeline.train(first - 1), pending)
+        item_ids = timeline.catalogue(w)
+        window = timeline.parts[w]["timestamp"]
+        baselines = {
+            "popularity": Popularity(train, item_ids),
+            "recent_popularity": RecentPopularity(
+                train, item_ids, window_seconds=int(window.max() - window.min())
+            ),
+            "transitions": ItemTransitions(train, item_ids),
+        }
+        models[f"learned {w}"] = trained[id(step["rows"][LEARNED]["training"])]
+        models |= {f"{name} {w}": baseline for name, baseline in baselines.items()}
+
+        cases = RankingCases.build(heldout.sample(config.eval.max_users, config.seed), item_ids)
+        assert gate["heldout_cases"] == len(cases)
+        scorers = {
+            "candidate": models[f"learned {w}"],
+            "champion": models[gate["champion_before"]],
+            **baselines,
+        }
+        scored = {name: score_cases(m, cases, item_ids, config) for name, m in scorers.items()}
+        assert gate["scores"] == pytest.approx({n: m["ndcg_at_10"] for n, m in scored.items()})
+        decision = choose_champion(
+            scored["candidate"], scored["champion"], {b: scored[b] for b in BASELINES}, config.gate
+        )
+        assert (decision.winner, decision.reason) == (gate["winner"], gate["reason"])
+
+        next_cases = RankingCases.build(
+            timeline.next_cases(w).sample(config.eval.max_users, config.seed), item_ids
+        )
+        for row, name in ((SERVED, gate["model"]), (LEARNED, f"learned {w}")):
+            expected = next_window_metrics(
+                models[name], next_cases, item_ids, timeline.new_items(w), config
+            )
+            got = step["rows"][row]["next"]
+            for key in ("ndcg_at_10", "recall_at_10", "ndcg_at_20", "new_item_share_at_10"):
+                assert got[key] == pytest.approx(expected[key]), (w, row, name, key)
+        # The served line's candidate is its own model, not the incremental arm's.
+        assert models[f"learned {w}"] is not trained[id(step["rows"]["incremental"]["training"])]
+
+
 def test_targets_follow_the_numbers(bench) -> None:
     results, _, _ = bench
     targets, steps = results["targets"], results["steps"]
@@ -118,6 +242,20 @@ def test_targets_follow_the_numbers(bench) -> None:
             for s in steps
         )
         assert targets[f"{arm}_windows_above_baselines"] == above
+    # The served target: per window, what serves against that window's best baseline.
+    served = [
+        s["rows"][SERVED]["next"]["ndcg_at_10"]
+        / max(s["rows"][b]["next"]["ndcg_at_10"] for b in BASELINES)
+        for s in steps
+    ]
+    assert targets["served_vs_best_baseline_windows"] == pytest.approx(served)
+    assert targets["served_vs_best_baseline"] == pytest.approx(sum(served) / 2)
+    assert targets["served_windows_at_target"] == sum(r >= 1.05 for r in served)
+    assert targets["served_met"] == all(r >= 1.05 for r in served)
+    for row in (SERVED, LEARNED):
+        assert results["mean"][row]["ndcg_at_10"] == pytest.approx(
+            sum(s["rows"][row]["next"]["ndcg_at_10"] for s in steps) / 2
+        )
 
 
 def test_report_files_are_written(bench) -> None:
@@ -130,7 +268,17 @@ def test_report_files_are_written(bench) -> None:
     assert "# Incremental updates vs full retrain: shop" in report
     for label in ("incremental", "full retrain", "no update (parent)", "recent popularity"):
         assert f"| 2 | {label} |" in report
-    assert "| gap (shrink) | prior w |" in report  # the training table
+    assert "| gap (shrink) | prior w | recency w |" in report  # the training table
+    for step in results["steps"]:
+        w, gate = step["window"], step["served"]
+        assert f"| {w} | served ({gate['kind']}) | " in report
+        assert f"| {w} | learned alone | " in report
+        assert f"| {gate['winner']} | {gate['model']} ({gate['kind']}) | {gate['reason']} |" in (
+            report
+        )
+    assert "## Gate (served line)" in report
+    served_line = next(x for x in report.splitlines() if "of what serves against" in x)
+    assert ("every update: NOT met" in served_line) != results["targets"]["served_met"]
     time_line = next(line for line in report.splitlines() if "wall time at the last" in line)
     assert ("(target <= 0.1: NOT met)" in time_line) != results["targets"]["time_met"]
     for arm, label in (("incremental", "incremental"), ("full", "full retrain")):
@@ -162,7 +310,16 @@ def test_mlflow_run_holds_metrics_and_report(bench) -> None:
         (s["window"], pytest.approx(s["rows"]["incremental"]["next"]["ndcg_at_10"]))
         for s in results["steps"]
     ]
+    for row in (SERVED, LEARNED):
+        history = client.get_metric_history(run.info.run_id, f"{row}_ndcg_at_10")
+        assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == [
+            (s["window"], pytest.approx(s["rows"][row]["next"]["ndcg_at_10"]))
+            for s in results["steps"]
+        ]
     metrics = run.data.metrics
+    assert metrics["served_vs_best_baseline"] == pytest.approx(
+        results["targets"]["served_vs_best_baseline"]
+    )
     for arm in ("incremental", "full"):
         assert metrics[f"{arm}_vs_best_baseline"] == pytest.approx(
             results["targets"][f"{arm}_vs_best_baseline"]

@@ -11,10 +11,15 @@ import pytest
 from typer.testing import CliRunner
 
 from benchmarks.incremental import (
+    BASELINES,
+    ROWS,
+    ServedLine,
+    after_gate,
     build_timeline,
     new_item_cases,
     new_item_share,
     next_window_metrics,
+    summarise,
     top_k_items,
 )
 from recloop.cli import app
@@ -141,6 +146,97 @@ def test_timeline_all_targets_add_later_window_events() -> None:
         ("u3", "d"),
     ]
     assert learned.histories[1] == ["a", "b", "d"]
+
+
+def test_timeline_pending_windows() -> None:
+    timeline = build_timeline(_timeline_dataset(), updates=1, base_fraction=0.5)
+    assert timeline.pending(0, 1)["timestamp"].tolist() == [9, 10, 11, 12]
+    assert timeline.pending(0, 2)["timestamp"].tolist() == list(range(9, 17))
+    assert timeline.pending(1, 2)["timestamp"].tolist() == [13, 14, 15, 16]
+    with pytest.raises(ValueError, match="nothing pending"):
+        timeline.pending(1, 1)
+
+
+# Stand-ins: the served line only passes models around.
+M0, L1, L2, L3 = "M0", "L1", "L2", "L3"
+
+
+def _fitted(step: int) -> dict[str, str]:
+    return {name: f"{name}@{step}" for name in BASELINES}
+
+
+def test_served_line_starts_with_the_initial_model() -> None:
+    line = ServedLine.initial(M0)
+    assert (line.champion, line.kind, line.name) == (M0, "learned", "initial")
+    assert (line.parent, line.parent_name, line.learned) == (M0, "initial", 0)
+
+
+def test_after_gate_promoted_candidate_serves_and_is_the_next_parent() -> None:
+    line = after_gate(ServedLine.initial(M0), "candidate", 1, L1, _fitted(1))
+    assert (line.champion, line.kind, line.name) == (L1, "learned", "learned 1")
+    assert (line.parent, line.parent_name, line.learned) == (L1, "learned 1", 1)
+
+
+def test_after_gate_kept_learned_champion_stays_parent_and_leaves_the_window_pending() -> None:
+    line = after_gate(ServedLine.initial(M0), "champion", 1, L1, _fitted(1))
+    assert (line.champion, line.kind, line.name) == (M0, "learned", "initial")
+    # The rejected candidate is not the parent: the product starts from the champion.
+    assert (line.parent, line.parent_name, line.learned) == (M0, "initial", 0)
+
+
+def test_after_gate_baseline_serves_and_the_newest_candidate_is_the_next_parent() -> None:
+    line = after_gate(ServedLine.initial(M0), "transitions", 1, L1, _fitted(1))
+    assert (line.champion, line.kind, line.name) == (
+        "transitions@1",
+        "baseline:transitions",
+        "transitions 1",
+    )
+    # Registered with the candidate's lineage: window 1 is learned.
+    assert (line.parent, line.parent_name, line.learned) == (L1, "learned 1", 1)
+    # The baseline kept at update 2: still serving, window 2 pending, the parent is now L2.
+    kept = after_gate(line, "champion", 2, L2, _fitted(2))
+    assert (kept.champion, kept.kind, kept.name) == (line.champion, line.kind, line.name)
+    assert (kept.parent, kept.parent_name, kept.learned) == (L2, "learned 2", 1)
+    # Replaced by another baseline fitted at update 3.
+    other = after_gate(kept, "popularity", 3, L3, _fitted(3))
+    assert (other.champion, other.kind, other.parent, other.learned) == (
+        "popularity@3",
+        "baseline:popularity",
+        L3,
+        3,
+    )
+
+
+def test_after_gate_rejects_an_unknown_winner() -> None:
+    with pytest.raises(ValueError, match="neither a model nor a fitted baseline"):
+        after_gate(ServedLine.initial(M0), "oracle", 1, L1, _fitted(1))
+
+
+def _step(window: int, ndcg: dict[str, float]) -> dict:
+    """A step with only what summarise reads: next-window NDCG@10 per row, training figures."""
+    training = {"wall_seconds": 1.0, "cpu_seconds": 1.0, "steps": 10}
+    rows = {name: {"next": {"ndcg_at_10": ndcg.get(name, 0.1), "n_cases": 5}} for name in ROWS}
+    for name in ("incremental", "full", "learned"):
+        rows[name]["training"] = dict(training)
+    return {"window": window, "rows": rows}
+
+
+def test_summarise_served_against_each_windows_best_baseline() -> None:
+    """Window 1: best baseline transitions 0.2, served 0.22 = 1.1x (at target).
+    Window 2: best baseline popularity 0.4, served 0.3 = 0.75x (below)."""
+    steps = [
+        _step(1, {"served": 0.22, "popularity": 0.1, "transitions": 0.2}),
+        _step(2, {"served": 0.3, "popularity": 0.4, "transitions": 0.2}),
+    ]
+    mean, targets = summarise(steps)
+    assert mean["served"]["ndcg_at_10"] == pytest.approx(0.26)
+    assert targets["served_best_baselines"] == ["transitions", "popularity"]
+    assert targets["served_vs_best_baseline_windows"] == pytest.approx([1.1, 0.75])
+    assert targets["served_vs_best_baseline"] == pytest.approx(0.925)
+    assert targets["served_windows_at_target"] == 1 and not targets["served_met"]
+    # Both windows at target: met.
+    steps[1]["rows"]["served"]["next"]["ndcg_at_10"] = 0.5
+    assert summarise(steps)[1]["served_met"]
 
 
 def test_timeline_needs_an_update() -> None:
