@@ -369,6 +369,8 @@ def train_arm(
         "best_val_ndcg": report.get("best_val_ndcg"),
         "prior_weight": report.get("prior_weight"),
         "recency_weight": report.get("recency_weight"),
+        # A training from scratch with train.search: each setting's validation NDCG and seconds.
+        "search": report.get("search"),
     }
     return result.recommender, figures
 

@@ -166,6 +166,9 @@ def _log_training(
     run.log_dict({"fine_tune": tuned.report, "pretrain": encoder.report}, "training.json")
     run.log_dict(data.summary(), "data.json")
     tags = {"warm_start": str(warm).lower(), "encoder_pretrained": str(encoder.ran).lower()}
+    setting = tuned.recommender.metadata.get("setting")
+    if setting:  # what the settings search chose (train.search), kept by every update after it
+        tags["setting"] = str(setting)
     run.set_tags(tags)
     return tags
 

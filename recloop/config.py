@@ -48,7 +48,7 @@ class TrainConfig:
     # Alternatives to the model's default architecture ("dropout=0.4", keys: hidden_size,
     # num_layers, num_heads, dropout) trained beside it from scratch; one is kept only when it
     # beats the default clearly on validation (recloop.search). Empty = no search.
-    search: tuple[str, ...] = ()
+    search: tuple[str, ...] = ("hidden_size=128",)
 
     def __post_init__(self) -> None:
         for setting in self.search:

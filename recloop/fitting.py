@@ -738,6 +738,8 @@ def _fit_once(
         "n_train_sequences": len(examples.users),
         "trained_at": int(time.time()),
     }
+    if parent is not None and "setting" in parent.metadata:  # the lineage's searched setting
+        recommender.metadata["setting"] = parent.metadata["setting"]
     summary = _training_summary(report, plan, examples, n_new, len(item_ids))
     result = FineTuneResult(
         recommender, {"seconds": time.perf_counter() - start, **summary, **prior_report}

@@ -303,5 +303,5 @@ def test_a_full_training_searches_its_settings_and_an_update_keeps_the_choice() 
         parent=searched.recommender,
         new_interactions=new,
     )
-    assert "search" not in update.report
+    assert "search" not in update.report and update.recommender.metadata["setting"] == chosen
     assert update.recommender.model.config.hidden_size == width
