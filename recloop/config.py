@@ -46,9 +46,10 @@ class TrainConfig:
     max_minutes: float = 0.0  # wall-clock cap on one training, in minutes (0 = none)
     device: str = "cpu"  # torch device to train on, e.g. "cuda" (scoring runs on the CPU)
     # Alternatives to the model's default architecture ("dropout=0.4", keys: hidden_size,
-    # num_layers, num_heads, dropout) trained beside it from scratch; one is kept only when it
-    # beats the default clearly on validation (recloop.search). Empty = no search.
-    search: tuple[str, ...] = ("hidden_size=128",)
+    # num_layers, num_heads, dropout) trained beside it from scratch, each for at most the
+    # default's optimiser steps; one is kept only when it beats the default clearly on
+    # validation (recloop.search). Empty = no search.
+    search: tuple[str, ...] = ("hidden_size=32",)
 
     def __post_init__(self) -> None:
         for setting in self.search:

@@ -638,9 +638,10 @@ def fit_recommender(
     cases, whose targets are not in ``train_interactions``): every training event is then trained
     on. Without it, each (focus) user's last training item is held out of training for it.
 
-    From scratch, each alternative of ``config.train.search`` is trained beside the default and
-    kept only when it beats it clearly on the validation cases (:mod:`recloop.search`); the
-    report's ``search`` says what each scored. An update copies its parent's network, and with it
+    From scratch, each alternative of ``config.train.search`` is trained beside the default, for
+    at most as many optimiser steps as the default took, and kept only when it beats it clearly
+    on the validation cases (:mod:`recloop.search`); the report's ``search`` says what each
+    scored. An update copies its parent's network, and with it
     the setting its lineage's full training chose.
     """
     settings = () if parent is not None else tuple(config.train.search)
@@ -657,9 +658,13 @@ def fit_recommender(
     started = time.perf_counter()
     fits: dict[str, FineTuneResult] = {}
     case_ndcgs: dict[str, np.ndarray] = {}
+    step_cap: int | None = None  # an alternative may take as many steps as the default took
     for setting in (DEFAULT_SETTING, *settings):
         model = apply_setting(config.model, setting)
-        fits[setting], ndcgs = _fit_once(*args, dataclasses.replace(config, model=model), **kwargs)
+        fits[setting], ndcgs = _fit_once(
+            *args, dataclasses.replace(config, model=model), **kwargs, step_cap=step_cap
+        )
+        step_cap = max(1, int(fits[DEFAULT_SETTING].report["steps"]))
         if ndcgs is None:  # no validation cases: nothing to choose by
             logger.warning("fine_tune: no validation cases, so no settings search: the default")
             return fits[setting]
@@ -677,6 +682,7 @@ def fit_recommender(
     result.report["search"] = {
         **choice.to_dict(),
         "seconds": {k: round(float(f.report["seconds"]), 1) for k, f in fits.items()},
+        "steps": {k: int(f.report["steps"]) for k, f in fits.items()},
     }
     result.report["seconds"] = time.perf_counter() - started
     return result
@@ -692,9 +698,11 @@ def _fit_once(
     metadata: dict[str, Any] | None = None,
     validation: EvalCases | None = None,
     new_interactions: pd.DataFrame | None = None,
+    step_cap: int | None = None,
 ) -> tuple[FineTuneResult, np.ndarray | None]:
-    """One training (see :func:`fit_recommender`): the result, and each validation case's
-    NDCG@10 with the transition prior at its chosen weight (None without validation cases)."""
+    """One training (see :func:`fit_recommender`), of at most ``step_cap`` optimiser steps when
+    given: the result, and each validation case's NDCG@10 with the transition prior at its
+    chosen weight (None without validation cases)."""
     start = time.perf_counter()
     device = torch.device(config.train.device)
     # Model init and dropout are seeded without global effects.
@@ -714,6 +722,8 @@ def _fit_once(
         )
         parent_items = None if parent is None else len(parent.item_ids)
         plan = plan_training(model, examples, config, parent_items)
+        if step_cap is not None:
+            plan = dataclasses.replace(plan, max_steps=min(plan.max_steps or step_cap, step_cap))
         n_new = len(item_ids) - (parent_items or 0)
         logger.info(
             "fine_tune: %s, %d items (%d new), %d sequences, %d targets (%d earlier events), "

@@ -285,6 +285,9 @@ def test_a_full_training_searches_its_settings_and_an_update_keeps_the_choice() 
     search = searched.report["search"]
     assert set(search["mean_ndcg"]) == {"default", "hidden_size=8", "dropout=0.0"}
     assert set(search["z"]) == {"hidden_size=8", "dropout=0.0"}
+    # Time-bounded: no alternative takes more optimiser steps than the default did.
+    assert search["steps"]["default"] == plain.report["steps"]
+    assert max(search["steps"].values()) == search["steps"]["default"]
     chosen = search["chosen"]
     assert searched.recommender.metadata["setting"] == chosen
     if chosen == "default":
