@@ -83,7 +83,14 @@ import pandas as pd
 from benchmarks.reporting import machine_description, plot_bars, write_report
 from recloop.baselines import ItemTransitions, Popularity, RecentPopularity
 from recloop.config import Config, load_config
-from recloop.data import Dataset, EvalCases, holdout_last_events, read_dataset, split_windows
+from recloop.data import (
+    Dataset,
+    EvalCases,
+    holdout_last_events,
+    last_events,
+    read_dataset,
+    split_windows,
+)
 from recloop.gate import CANDIDATE, CHAMPION, choose_champion
 from recloop.metrics import metrics_from_ranks
 from recloop.paths import get_home
@@ -450,8 +457,11 @@ def run_served(
     prior = timeline.train(line.learned)
     pending = timeline.pending(line.learned, step)
     train, heldout = holdout_last_events(prior, pending)
-    # holdout_last_events puts the pending rows after the prior ones (as tasks.prepare reads it).
-    new_events = train.iloc[len(prior) :].reset_index(drop=True)
+    # holdout_last_events puts the pending rows after the prior ones (as tasks.prepare reads it),
+    # and, as there, the events the champion was judged on when it learned its last window (held
+    # out of its training) are new to the candidate too. M0 learned the whole base period.
+    judged = last_events(timeline.parts[line.learned]) if line.learned > 0 else None
+    new_events = pd.concat([judged, train.iloc[len(prior) :]], ignore_index=True)
     focus = set(pending["user_id"].astype(str))
     learned, fig = train_arm(train, item_ids, vectors, config, line.parent, focus, new_events)
     windows = list(range(line.learned + 1, step + 1))

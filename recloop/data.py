@@ -152,6 +152,12 @@ class EvalCases:
         )
 
 
+def last_events(batch: pd.DataFrame) -> pd.DataFrame:
+    """The last event (in time order) of every user in ``batch``: the events
+    :func:`holdout_last_events` holds out of it. Index labels are ``batch``'s."""
+    return sort_events(batch).groupby("user_id", sort=False).tail(1)
+
+
 def holdout_last_events(prior: pd.DataFrame, batch: pd.DataFrame) -> tuple[pd.DataFrame, EvalCases]:
     """Split an arriving batch for a fair candidate-vs-champion comparison.
 
@@ -161,8 +167,8 @@ def holdout_last_events(prior: pd.DataFrame, batch: pd.DataFrame) -> tuple[pd.Da
     Users whose held-out event has no history are dropped from the cases: nothing to personalise.
     """
     batch = sort_events(batch)
-    last_index = batch.groupby("user_id", sort=False).tail(1).index
-    held_out = batch.loc[last_index]
+    held_out = last_events(batch)
+    last_index = held_out.index
     train = pd.concat([prior, batch.drop(index=last_index)], ignore_index=True)
     sequences = build_sequences(train)
     users, histories, targets = [], [], []

@@ -14,7 +14,7 @@ from prefect.cache_policies import NO_CACHE
 
 from recloop import registry
 from recloop.config import Config
-from recloop.data import EvalCases, holdout_last_events, sort_events
+from recloop.data import EvalCases, holdout_last_events, last_events, sort_events
 from recloop.landing import archived_batches, read_archive
 from recloop.paths import Home
 
@@ -122,6 +122,10 @@ def _hold_out(
     )
     arriving = read_archive(home, arriving_ids).interactions
     train, cases = holdout_last_events(prior, arriving)
+    # The batch the champion learned last. The events it was judged on then were held out of its
+    # training, so they are new to it: an update learns them now, with the arriving ones.
+    last_batch = read_archive(home, prior_ids[-1:]).interactions if prior_ids else None
+    judged = None if last_batch is None else last_events(last_batch)
     data = CycleData(
         pending=pending,
         trained_batches=[*prior_ids, *arriving_ids],
@@ -133,13 +137,12 @@ def _hold_out(
         focus_users=set(arriving["user_id"]),
         data_fingerprint=fingerprint(archive.interactions),
         # holdout_last_events puts the arriving batches' training rows after the prior ones.
-        new_interactions=train.iloc[len(prior) :].reset_index(drop=True),
+        new_interactions=pd.concat([judged, train.iloc[len(prior) :]], ignore_index=True),
         retention=retention_cases(
             prior,
             set(arriving["user_id"]),
             RETENTION_USERS,
-            # The previous window: the batch the champion learned last.
-            previous_window=read_archive(home, prior_ids[-1:]).interactions if prior_ids else None,
+            previous_window=last_batch,  # the previous window
         ),
     )
     logger.info("%s data: %s", label, data.summary())

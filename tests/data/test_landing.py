@@ -261,3 +261,31 @@ def test_positions_as_timestamps_are_accepted(home: Home, write_csv) -> None:
     assert len(frame) < T0
     result = land_batch(home, write_csv(frame, "p.csv"), write_csv(make_items(ITEM_IDS), "i.csv"))
     assert result.status == "archived", result.message
+
+
+def test_an_update_learns_the_events_its_champion_was_judged_on(home: Home, write_csv) -> None:
+    from tasks.prepare import prepare_cycle
+
+    first = _first_batch(home, write_csv)
+    later = make_interactions(n_users=4, per_user=2)
+    later["timestamp"] += 10_000  # after the first batch
+    second = land_batch(home, write_csv(later, "batch2.csv"))
+    assert second.status == "archived", second.message
+
+    data = prepare_cycle(home, applied=[first.batch_id])
+    assert data is not None and data.new_interactions is not None
+    key = ["user_id", "item_id", "timestamp"]
+    new = set(map(tuple, data.new_interactions[key].astype(str).to_numpy()))
+    # The first batch's last event of each user: held out when the champion learned that batch
+    # and was judged on it, so never trained on; the update learns them now.
+    judged = make_interactions().sort_values("timestamp").groupby("user_id").tail(1)
+    assert set(map(tuple, judged[key].astype(str).to_numpy())) <= new
+    # The second batch's training rows are new too; its own last events are held out of it.
+    held_out = later.sort_values("timestamp").groupby("user_id").tail(1)
+    trained = later.drop(index=held_out.index)
+    assert set(map(tuple, trained[key].astype(str).to_numpy())) <= new
+    assert not set(map(tuple, held_out[key].astype(str).to_numpy())) & new
+    assert len(new) == len(judged) + len(trained)
+    # Every new event is one the update trains on (a row of its training interactions).
+    train = set(map(tuple, data.train_interactions[key].astype(str).to_numpy()))
+    assert new <= train
