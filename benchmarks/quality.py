@@ -740,7 +740,7 @@ def to_markdown(results: dict[str, Any]) -> str:
                 f"{targets['ratio_to_best_baseline']:.2f}x (target {goal}: "
                 f"{'met' if met else 'NOT met'}"
                 + (
-                    f"; without the transition prior {targets['ratio_without_prior']:.2f}x"
+                    f"; without its priors {targets['ratio_without_prior']:.2f}x"
                     if "ratio_without_prior" in targets
                     else ""
                 )
@@ -765,8 +765,27 @@ def to_markdown(results: dict[str, Any]) -> str:
                 f"MLM ablation: text+ID NDCG@10 {with_mlm:.4f} with the MLM-pretrained encoder, "
                 f"{without:.4f} with the base encoder ({with_mlm - without:+.4f}).",
             ]
+        lines += _search_lines(rows)
         lines.append("")
     return "\n".join(lines)
+
+
+def _search_lines(rows: dict[str, Any]) -> list[str]:
+    """What the settings search (``train.search``) of each model's training kept, and by what."""
+    out = []
+    for name, row in rows.items():
+        search = row.get("search") if isinstance(row, dict) else None
+        if not search:
+            continue
+        scores = ", ".join(
+            f"{setting} {value:.4f}"
+            + (f" (z {search['z'][setting]:+.2f})" if setting in search["z"] else "")
+            for setting, value in search["mean_ndcg"].items()
+        )
+        out.append(f"- {name}: kept {search['chosen']} (validation NDCG@10 {scores})")
+    if out:
+        out = ["", "Settings search (an alternative is kept at z >= 2):", "", *out]
+    return out
 
 
 def _ratio_text(value: float, best: float) -> str:
