@@ -206,14 +206,22 @@ def test_a_constant_scorer_ranks_every_target_last_in_validation_and_evaluation(
     assert validation_ndcg(recommender.model, histories, targets) == pytest.approx(lowest)
 
 
-def test_a_training_repeats_exactly_with_the_same_seed() -> None:
+def _simulated_shop(
+    seed: int, n_users: int, n_items: int
+) -> tuple[list[str], np.ndarray, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """A simulated shop: item ids, random text vectors, every event in time order, and its
+    older and newer halves."""
     from recloop.demo import simulate
 
-    demo = simulate(seed=3, n_users=60, n_items=80)
+    demo = simulate(seed=seed, n_users=n_users, n_items=n_items)
     items = demo.items["item_id"].tolist()
     text = np.random.default_rng(0).normal(size=(len(items), 16)).astype(np.float32)
     events = demo.interactions.sort_values("timestamp", kind="stable")
-    old, new = events.iloc[: len(events) // 2], events.iloc[len(events) // 2 :]
+    return items, text, events, events.iloc[: len(events) // 2], events.iloc[len(events) // 2 :]
+
+
+def test_a_training_repeats_exactly_with_the_same_seed() -> None:
+    items, text, events, old, new = _simulated_shop(seed=3, n_users=60, n_items=80)
     config = load_config(
         overrides={
             "model": {"hidden_size": 16, "num_layers": 1, "max_seq_len": 12},
@@ -268,13 +276,7 @@ def test_recent_counts_are_the_recent_popularity_baselines_or_those_of_an_earlie
 
 
 def test_a_full_training_searches_its_settings_and_an_update_keeps_the_choice() -> None:
-    from recloop.demo import simulate
-
-    demo = simulate(seed=5, n_users=80, n_items=60)
-    items = demo.items["item_id"].tolist()
-    text = np.random.default_rng(0).normal(size=(len(items), 16)).astype(np.float32)
-    events = demo.interactions.sort_values("timestamp", kind="stable")
-    old, new = events.iloc[: len(events) // 2], events.iloc[len(events) // 2 :]
+    items, text, events, old, new = _simulated_shop(seed=5, n_users=80, n_items=60)
     overrides = {
         "model": {"hidden_size": 16, "num_layers": 1, "num_heads": 1, "max_seq_len": 12},
         "train": {"epochs": 3, "finetune_epochs": 1},
