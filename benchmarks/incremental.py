@@ -34,10 +34,13 @@ base), so the catalogue grows as ``recloop run`` would see it.
   incremental update on the rest, from the champion, or from the newest candidate while a
   baseline serves; the three baselines are fitted on the same events. ``L_w``, the champion and
   the baselines are scored on the held-out events (the metrics above) and
-  ``recloop.gate.choose_champion`` names who serves next, ``S_w``: ``L_w``, the champion, or a
-  baseline fitted on those events. The forgetting check is left out (no retention cases here).
-  ``S_w`` ("served") and ``L_w`` ("learned alone") are tested on window ``w + 1`` like the other
-  rows. One more incremental update per window, no more full retrains.
+  ``recloop.gate.choose_champion`` names who serves next, ``S_w``. Then, as the product does,
+  ``L_w`` learns the held-out events it was judged on (``recloop.fitting.learn_judged``) and the
+  baselines are refitted with them, so ``S_w`` is ``L_w`` so taught, the champion, or a baseline
+  fitted on every event. The forgetting check is left out (no retention cases here). ``S_w``
+  ("served") and ``L_w`` ("learned alone") are tested on window ``w + 1`` like the other rows.
+  One more incremental update per window (two when the candidate is trained again), no more
+  full retrains; the learned line's seconds include both.
 - New items of update ``w`` are the items first seen in ``W_w``. *New-item share* = the fraction of
   all top-10 recommendations (history excluded) that are new items; *new-item recall* = Recall@10
   over the next-window cases whose target is a new item (blank when there is none).
@@ -314,6 +317,12 @@ def _embed(
     return dict(zip(cleaned["item_id"].astype(str), vectors, strict=True)), embedder.stats.encoded
 
 
+def _embeddings(vectors: dict[str, np.ndarray], item_ids: list[str]) -> np.ndarray:
+    dim = len(next(iter(vectors.values())))
+    # An item without a catalogue row (named only by events) keeps an empty-text vector.
+    return np.stack([vectors.get(i, np.zeros(dim, dtype=np.float32)) for i in item_ids])
+
+
 def train_arm(
     train: pd.DataFrame,
     item_ids: list[str],
@@ -323,14 +332,26 @@ def train_arm(
     focus_users: set[str],
     new_events: pd.DataFrame | None,
 ) -> tuple[Any, dict[str, Any]]:
-    """One training (the only call of ``fit_recommender`` here): warm-started from ``parent``
-    on ``new_events`` and their users' recent history, or from scratch; returns the model and
-    its training figures."""
+    """One training: warm-started from ``parent`` on ``new_events`` and their users' recent
+    history, or from scratch; returns the model and its training figures."""
+    result, figures = fit_arm(train, item_ids, vectors, config, parent, focus_users, new_events)
+    return result.recommender, figures
+
+
+def fit_arm(
+    train: pd.DataFrame,
+    item_ids: list[str],
+    vectors: dict[str, np.ndarray],
+    config: Config,
+    parent: Any | None,
+    focus_users: set[str],
+    new_events: pd.DataFrame | None,
+) -> tuple[Any, dict[str, Any]]:
+    """:func:`train_arm`, returning the whole ``FineTuneResult`` (the only call of
+    ``fit_recommender`` here)."""
     from recloop.fitting import fit_recommender
 
-    dim = len(next(iter(vectors.values())))
-    # An item without a catalogue row (named only by events) keeps an empty-text vector.
-    embeddings = np.stack([vectors.get(i, np.zeros(dim, dtype=np.float32)) for i in item_ids])
+    embeddings = _embeddings(vectors, item_ids)
     kwargs: dict[str, Any] = {}
     # With a fit_recommender older than its new_interactions argument the update trains on the
     # focus users' whole sequences plus replayed users instead; the report says which it was.
@@ -379,7 +400,7 @@ def train_arm(
         # A training from scratch with train.search: each setting's validation NDCG and seconds.
         "search": report.get("search"),
     }
-    return result.recommender, figures
+    return result, figures
 
 
 def _baselines(
@@ -452,6 +473,7 @@ def run_served(
     ``next_cases`` (window ``step + 1``). Returns the line after the gate, the two next-window
     rows (``served``, ``learned``) and the gate's figures."""
     from recloop.evaluation import RankingCases
+    from recloop.fitting import learn_judged
 
     item_ids = timeline.catalogue(step)
     prior = timeline.train(line.learned)
@@ -463,7 +485,8 @@ def run_served(
     judged = last_events(timeline.parts[line.learned]) if line.learned > 0 else None
     new_events = pd.concat([judged, train.iloc[len(prior) :]], ignore_index=True)
     focus = set(pending["user_id"].astype(str))
-    learned, fig = train_arm(train, item_ids, vectors, config, line.parent, focus, new_events)
+    judged, fig = fit_arm(train, item_ids, vectors, config, line.parent, focus, new_events)
+    learned = judged.recommender
     windows = list(range(line.learned + 1, step + 1))
     span = f"window {step}" if len(windows) == 1 else f"windows {windows[0]}-{step}"
     fig["trained_on"] = f"{span} minus held-out events: {fig['trained_on']}"
@@ -479,6 +502,23 @@ def run_served(
     decision = choose_champion(
         scored[CANDIDATE], scored[CHAMPION], {b: scored[b] for b in BASELINES}, config.gate
     )
+    # As the product does after its gate (flows.cycle): the candidate learns the held-out events
+    # it was judged on (recloop.fitting.learn_judged), the baselines count them.
+    everything = pd.concat([prior, pending], ignore_index=True)
+    started = time.perf_counter()
+    learned = learn_judged(
+        judged,
+        everything,
+        item_ids,
+        _embeddings(vectors, item_ids),
+        config,
+        line.parent,
+        focus,
+        pd.concat([new_events, last_events(pending)], ignore_index=True),
+    ).recommender
+    fig["learned_judged"] = judged.report.get("learned_judged")
+    fig["wall_seconds"] += time.perf_counter() - started
+    baselines = _baselines(everything, timeline.parts[step], item_ids, config)
     after = after_gate(line, decision.winner, step, learned, baselines)
 
     new_items = timeline.new_items(step)
@@ -876,8 +916,10 @@ def to_markdown(results: dict[str, Any], stem: str) -> str:
         "per update, the last event of every user active in the windows its champion has not "
         "learned is held out, a candidate is updated incrementally on the rest, and the gate "
         "(without its forgetting check) picks the candidate, the champion (first the initial "
-        "model) or a baseline on those held-out events; what serves then is tested on window "
-        "w + 1 like every other row. Seconds are the training call only (item "
+        "model) or a baseline on those held-out events; the candidate then learns those "
+        "events too (trained again from the same parent for the steps it kept, or only its "
+        "counts when it kept its parent) and the baselines count them; what serves then is "
+        "tested on window w + 1 like every other row. Seconds are the training call only (item "
         f"text embedded once beforehand: {results['embed_seconds']:.0f}s, "
         f"{results['embed_encoded']} texts encoded, the rest from the cache; shared by both arms). "
         f"Seed {results['seed']}; machine: {results['machine']}; {results['created']}.",

@@ -24,8 +24,8 @@ from recloop.fitting import FineTuneResult
 from recloop.paths import Home
 from recloop.reporting import cycle_markdown
 from tasks.clean_text import clean_text_task
-from tasks.evaluate import evaluate_task
-from tasks.fine_tune import fine_tune_task
+from tasks.evaluate import evaluate_task, refit_baselines
+from tasks.fine_tune import fine_tune_task, learn_judged_task
 from tasks.prepare import CycleData
 from tasks.pretrain import PretrainResult, pretrain_task
 from tasks.promote import PromotionResult, promote_task
@@ -80,8 +80,17 @@ def train_evaluate_promote(
             config,
             retention=data.retention,
         )
+        # The version registered has learned the held-out events too, with the judged recipe.
+        served = learn_judged_task(
+            tuned, data, catalogue, encoder.encoder_path, home, config, start_from
+        )
+        if data.interactions is not None:
+            refit_baselines(report, data.interactions, catalogue["item_id"])
+        learned_judged = tuned.report.get("learned_judged") or {"how": "none", "seconds": 0.0}
+        run.log_metrics({"learn_judged_seconds": float(learned_judged["seconds"])})
+        tags["learned_judged"] = learned_judged["how"]
         # Retried by Prefect after a partial failure: the run finds the version it registered.
-        promotion = promote_task(tuned.recommender, report, config, home, tags, run_id=run.run_id)
+        promotion = promote_task(served.recommender, report, config, home, tags, run_id=run.run_id)
         summary = _summary(training, data, report, promotion, config)
         markdown = cycle_markdown(summary, config.gate.metric)
         run.log_text(markdown, REPORT_ARTIFACT)

@@ -622,6 +622,7 @@ def fit_recommender(
     metadata: dict[str, Any] | None = None,
     validation: EvalCases | None = None,
     new_interactions: pd.DataFrame | None = None,
+    step_cap: int | None = None,
 ) -> FineTuneResult:
     """Train a recommender on ``train_interactions`` for the catalogue ``item_ids``.
 
@@ -642,7 +643,7 @@ def fit_recommender(
     at most as many optimiser steps as the default took, and kept only when it beats it clearly
     on the validation cases (:mod:`recloop.search`); the report's ``search`` says what each
     scored. An update copies its parent's network, and with it
-    the setting its lineage's full training chose.
+    the setting its lineage's full training chose. ``step_cap`` caps the optimiser steps.
     """
     settings = () if parent is not None else tuple(config.train.search)
     args = (train_interactions, item_ids, text_embeddings)
@@ -654,17 +655,20 @@ def fit_recommender(
         "new_interactions": new_interactions,
     }
     if not settings:
-        return _fit_once(*args, config, **kwargs)[0]
+        return _fit_once(*args, config, **kwargs, step_cap=step_cap)[0]
     started = time.perf_counter()
     fits: dict[str, FineTuneResult] = {}
     case_ndcgs: dict[str, np.ndarray] = {}
-    step_cap: int | None = None  # an alternative may take as many steps as the default took
+    # An alternative may take as many steps as the default took.
+    step_cap_given = step_cap
     for setting in (DEFAULT_SETTING, *settings):
         model = apply_setting(config.model, setting)
         fits[setting], ndcgs = _fit_once(
             *args, dataclasses.replace(config, model=model), **kwargs, step_cap=step_cap
         )
         step_cap = max(1, int(fits[DEFAULT_SETTING].report["steps"]))
+        if step_cap_given is not None:
+            step_cap = min(step_cap, step_cap_given)
         if ndcgs is None:  # no validation cases: nothing to choose by
             logger.warning("fine_tune: no validation cases, so no settings search: the default")
             return fits[setting]
@@ -939,3 +943,95 @@ def fit_prior(
         "recency_weight": recommender.recency_weight,
         "prior_validation": by_weight,
     }
+
+
+def refresh_counts(recommender: Recommender, interactions: pd.DataFrame) -> None:
+    """Refit ``recommender``'s counts on ``interactions``, in place: the popularity fallback, the
+    transition prior and the recent counts. The network, its ID gate and the prior weights stay.
+
+    After the gate, the model that will serve learns the held-out events it was judged on this
+    way (the baselines fitted beside it are refitted on the same events): they are the newest of
+    each active user, a large share of a window, and counts take them in at no training cost."""
+    index = recommender.index
+    known = interactions[interactions["item_id"].astype(str).isin(index)]
+    n = recommender.model.num_items
+    codes = known["item_id"].astype(str).map(index).to_numpy(dtype=np.int64)
+    popularity = np.zeros(n)
+    np.add.at(popularity, codes - 1, 1.0)
+    recommender.popularity = popularity
+    if recommender.prior is not None:
+        sequences = [[index[i] for i in items] for items in build_sequences(known).values()]
+        recommender.prior = TransitionPrior.fit(sequences, n, recommender.prior.window)
+    if recommender.recent_counts is not None:
+        recommender.recent_counts = recent_counts(known, recommender.item_ids)
+
+
+def kept_steps(report: dict[str, Any]) -> int:
+    """The optimiser steps behind the weights a training kept (its best epoch; 0 when an update
+    kept its parent as it was)."""
+    best = report.get("best_epoch")
+    for row in report.get("history") or []:
+        if row.get("epoch") == best:
+            return int(row.get("steps") or 0)
+    return int(report.get("steps") or 0)  # without validation every step was kept
+
+
+def learn_judged(
+    judged: FineTuneResult,
+    interactions: pd.DataFrame,
+    item_ids: list[str],
+    text_embeddings: np.ndarray,
+    config: Config,
+    parent: Recommender | None,
+    focus_users: set[str] | None,
+    new_interactions: pd.DataFrame | None,
+) -> FineTuneResult:
+    """The candidate the gate judged, taught the held-out events it was judged on: what is
+    registered, and serves when the gate promotes it.
+
+    ``interactions`` holds every event, the held-out ones included; ``new_interactions`` the
+    update's new events with them. An update is trained again from the same ``parent``, on
+    them, for the optimiser steps behind the judged weights (:func:`kept_steps`) and without a
+    validation hold-out (the held-out events were the validation); it keeps the judged prior
+    weights and gets counts of every event. A training from scratch (no ``parent``), or an
+    update that kept its parent as it was, only has its counts refitted (:func:`refresh_counts`):
+    a second training from scratch would double the cost of the largest step. The judged model
+    is left as it was; the report is its training's, with ``learned_judged`` saying what was
+    done."""
+    started = time.perf_counter()
+    steps = kept_steps(judged.report)
+    if parent is None or steps == 0:
+        counted = judged.recommender.copy()
+        refresh_counts(counted, interactions)
+        seconds = round(time.perf_counter() - started, 2)
+        judged.report["learned_judged"] = {"how": "counts", "steps": 0, "seconds": seconds}
+        return FineTuneResult(counted, judged.report)
+    refit = fit_recommender(
+        interactions,
+        item_ids,
+        text_embeddings,
+        config,
+        parent=parent,
+        focus_users=focus_users,
+        metadata=dict(judged.recommender.metadata),
+        validation=EvalCases([], [], []),
+        new_interactions=new_interactions,
+        step_cap=steps,
+    )
+    model, chosen = refit.recommender, judged.recommender
+    model.prior_weight = chosen.prior_weight if model.prior is not None else 0.0
+    model.recency_weight = chosen.recency_weight
+    model.metadata = {**chosen.metadata, "trained_at": model.metadata["trained_at"]}
+    seconds = time.perf_counter() - started
+    judged.report["learned_judged"] = {
+        "how": "retrained",
+        "steps": int(refit.report.get("steps") or 0),
+        "seconds": round(seconds, 2),
+    }
+    logger.info(
+        "fine_tune: trained again on %d events (the held-out ones included), %d steps, %.1fs",
+        len(interactions),
+        steps,
+        seconds,
+    )
+    return FineTuneResult(model, judged.report)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -12,9 +13,10 @@ from prefect.cache_policies import NO_CACHE
 from models.encoder import TextEmbedder
 from models.sasrec import Recommender
 from recloop.config import Config
-from recloop.fitting import FineTuneResult, catalogue_order, fit_recommender
+from recloop.fitting import FineTuneResult, catalogue_order, fit_recommender, learn_judged
 from recloop.paths import Home
 from recloop.text import catalogue_texts
+from tasks.prepare import CycleData
 
 logger = logging.getLogger(__name__)
 
@@ -31,20 +33,7 @@ def fine_tune(
 ) -> FineTuneResult:
     """Embed the catalogue with the encoder at ``encoder_path`` (cached under
     ``home.embedding_cache``) and train (see :func:`fit_recommender`)."""
-    item_ids, _ = catalogue_order(catalogue, parent)
-    catalogue = catalogue.drop_duplicates("item_id", keep="last")
-    texts_by_id = dict(
-        zip(catalogue["item_id"].astype(str), catalogue_texts(catalogue), strict=True)
-    )
-    embedder = TextEmbedder(encoder_path, home.embedding_cache, config.encoder)
-    # Parent items missing from the current catalogue keep an empty-text vector.
-    embeddings = embedder.embed([texts_by_id.get(i, "") for i in item_ids])
-    logger.info(
-        "fine_tune: embedded %d items (%d encoded, %d cached)",
-        len(item_ids),
-        embedder.stats.encoded,
-        embedder.stats.cached,
-    )
+    item_ids, embeddings, embedder = _embed(catalogue, encoder_path, home, config, parent)
     result = fit_recommender(
         train_interactions,
         item_ids,
@@ -60,4 +49,57 @@ def fine_tune(
     return result
 
 
+def _embed(
+    catalogue: pd.DataFrame,
+    encoder_path: Path,
+    home: Home,
+    config: Config,
+    parent: Recommender | None,
+) -> tuple[list[str], np.ndarray, TextEmbedder]:
+    """The item order (the parent's items first) and their text vectors (cached)."""
+    item_ids, _ = catalogue_order(catalogue, parent)
+    catalogue = catalogue.drop_duplicates("item_id", keep="last")
+    texts_by_id = dict(
+        zip(catalogue["item_id"].astype(str), catalogue_texts(catalogue), strict=True)
+    )
+    embedder = TextEmbedder(encoder_path, home.embedding_cache, config.encoder)
+    # Parent items missing from the current catalogue keep an empty-text vector.
+    embeddings = embedder.embed([texts_by_id.get(i, "") for i in item_ids])
+    logger.info(
+        "fine_tune: embedded %d items (%d encoded, %d cached)",
+        len(item_ids),
+        embedder.stats.encoded,
+        embedder.stats.cached,
+    )
+    return item_ids, embeddings, embedder
+
+
+def learn_judged_stage(
+    judged: FineTuneResult,
+    data: CycleData,
+    catalogue: pd.DataFrame,
+    encoder_path: Path,
+    home: Home,
+    config: Config,
+    parent: Recommender | None,
+) -> FineTuneResult:
+    """After evaluation: the judged candidate taught the held-out events it was judged on
+    (:func:`recloop.fitting.learn_judged`), the version the cycle registers."""
+    if data.interactions is None:
+        return judged
+    item_ids, embeddings, _ = _embed(catalogue, encoder_path, home, config, parent)
+    new = [frame for frame in (data.new_interactions, data.heldout_events) if frame is not None]
+    return learn_judged(
+        judged,
+        data.interactions,
+        item_ids,
+        embeddings,
+        config,
+        parent,
+        data.focus_users,
+        pd.concat(new, ignore_index=True) if new else None,
+    )
+
+
 fine_tune_task = task(name="fine_tune", cache_policy=NO_CACHE)(fine_tune)
+learn_judged_task = task(name="learn_judged", cache_policy=NO_CACHE)(learn_judged_stage)

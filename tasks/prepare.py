@@ -42,6 +42,10 @@ class CycleData:
     # Forgetting check: earlier events of users absent from the pending batches that both the
     # champion and the candidate trained on (see retention_cases).
     retention: EvalCases | None = None
+    # Every event of trained_batches, and the held-out ones among them: after evaluation the
+    # candidate learns these too (tasks.fine_tune.learn_judged_stage).
+    interactions: pd.DataFrame | None = None
+    heldout_events: pd.DataFrame | None = None
 
     def summary(self) -> dict[str, int | str]:
         return {
@@ -144,6 +148,8 @@ def _hold_out(
             RETENTION_USERS,
             previous_window=last_batch,  # the previous window
         ),
+        interactions=archive.interactions,
+        heldout_events=last_events(arriving),
     )
     logger.info("%s data: %s", label, data.summary())
     return data

@@ -2,7 +2,8 @@
 
 The decision is :func:`recloop.gate.choose_champion` on the evaluation report's numbers
 (candidate, champion and the baselines, all measured on the same cases). The candidate is always
-registered; when a baseline wins, that baseline (fitted on the candidate's training data) is
+registered; when a baseline wins, that baseline (refitted, as the
+candidate's counts are, on every event of the cycle, see :func:`tasks.evaluate.absorb_judged`) is
 registered too and becomes champion. The registry I/O is :mod:`recloop.registry`.
 """
 

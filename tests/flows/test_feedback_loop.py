@@ -124,6 +124,18 @@ def test_feedback_loop_lands_trains_evaluates_and_promotes(
     assert ("| champion |" in published) == ("champion" in second["metrics"]["rows"])
     run_files = {a.path for a in client.list_artifacts(v2.run_id, "evaluation")}
     assert {"evaluation/report.md", "evaluation/ndcg_at_10_by_version.png"} <= run_files
+    # After evaluation the version learned the held-out events it was judged on: its counts are
+    # those of every event of its batches, and it says how it learned them.
+    from recloop import registry
+    from recloop.config import load_config
+    from recloop.landing import read_archive
+
+    archived = read_archive(home).interactions
+    assert second["data"]["train_interactions"] < len(archived)
+    loaded = registry.configure(home, load_config(tiny_config)).load_version("2")
+    assert loaded.popularity.sum() == len(archived)
+    how = v2.tags["learned_judged"]  # an update is trained again; from scratch, counts only
+    assert how == "counts" or (how == "retrained" and v2.tags["warm_start"] == "true")
     if first["promoted"]:
         # Warm start from the registered champion, judged against it on the same events.
         assert v2.tags["parent_version"] == "1"

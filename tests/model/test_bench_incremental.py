@@ -23,6 +23,7 @@ from benchmarks.incremental import (
     run_incremental,
     score_cases,
 )
+from recloop import fitting
 from recloop.baselines import ItemTransitions, Popularity, RecentPopularity
 from recloop.config import load_config
 from recloop.data import holdout_last_events, read_dataset, write_dataset
@@ -44,7 +45,9 @@ TINY = {
 @pytest.fixture(scope="module")
 def trained() -> dict[int, Any]:
     """Every model the module's run trained, by ``id`` of the figures dict it came with (the
-    dict the results hold), so a test can score a model the results only name."""
+    dict the results hold), so a test can score a model the results only name; and each served
+    line candidate after it learned its held-out events, by ``id`` of the ``learned_judged``
+    dict its figures hold."""
     return {}
 
 
@@ -60,16 +63,23 @@ def bench(
     # A module fixture runs before the per-test autouse one that clears MLFLOW_TRACKING_URI, and
     # mlflow.set_tracking_uri in an earlier test exports it: clear it here too, or the run would
     # be logged to that test's store.
-    train_arm = bench_incremental.train_arm
+    fit_arm = bench_incremental.fit_arm
+    learn_judged = fitting.learn_judged
 
-    def recording_train_arm(*args: Any, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
-        model, figures = train_arm(*args, **kwargs)
-        trained[id(figures)] = model
-        return model, figures
+    def recording_fit_arm(*args: Any, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        result, figures = fit_arm(*args, **kwargs)
+        trained[id(figures)] = result.recommender
+        return result, figures
+
+    def recording_learn_judged(*args: Any, **kwargs: Any) -> Any:
+        result = learn_judged(*args, **kwargs)
+        trained[id(result.report["learned_judged"])] = result.recommender
+        return result
 
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
-        patch.setattr(bench_incremental, "train_arm", recording_train_arm)
+        patch.setattr(bench_incremental, "fit_arm", recording_fit_arm)
+        patch.setattr(fitting, "learn_judged", recording_learn_judged)
         results = run_incremental(
             data,
             load_config(overrides=TINY),
@@ -153,6 +163,14 @@ def test_served_line_names_who_serves_after_each_gate(bench) -> None:
         kind, model = gate["kind"], gate["model"]
 
 
+def _baselines(events: pd.DataFrame, item_ids: list[str], span: int) -> dict[str, Any]:
+    return {
+        "popularity": Popularity(events, item_ids),
+        "recent_popularity": RecentPopularity(events, item_ids, window_seconds=span),
+        "transitions": ItemTransitions(events, item_ids),
+    }
+
+
 def test_served_line_replays_the_gate_and_tests_the_model_it_names(bench, trained) -> None:
     """Rebuilt here from the data: the held-out split, the baselines, every score the gate used
     and its decision; then the served and learned rows' next-window numbers are recomputed from
@@ -173,23 +191,21 @@ def test_served_line_replays_the_gate_and_tests_the_model_it_names(bench, traine
         train, heldout = holdout_last_events(timeline.train(first - 1), pending)
         item_ids = timeline.catalogue(w)
         window = timeline.parts[w]["timestamp"]
-        baselines = {
-            "popularity": Popularity(train, item_ids),
-            "recent_popularity": RecentPopularity(
-                train, item_ids, window_seconds=int(window.max() - window.min())
-            ),
-            "transitions": ItemTransitions(train, item_ids),
-        }
-        models[f"learned {w}"] = trained[id(step["rows"][LEARNED]["training"])]
-        models |= {f"{name} {w}": baseline for name, baseline in baselines.items()}
+        span = int(window.max() - window.min())
+        baselines = _baselines(train, item_ids, span)
+        training = step["rows"][LEARNED]["training"]
+        judged = trained[id(training)]
+        # Once judged, the candidate learned the held-out events and the baselines count them.
+        everything = pd.concat([timeline.train(first - 1), pending], ignore_index=True)
+        models[f"learned {w}"] = trained[id(training["learned_judged"])]
+        assert models[f"learned {w}"].popularity.sum() == len(everything)
+        assert judged.popularity.sum() == len(train)
+        refitted = _baselines(everything, item_ids, span)
+        models |= {f"{name} {w}": baseline for name, baseline in refitted.items()}
 
         cases = RankingCases.build(heldout.sample(config.eval.max_users, config.seed), item_ids)
         assert gate["heldout_cases"] == len(cases)
-        scorers = {
-            "candidate": models[f"learned {w}"],
-            "champion": models[gate["champion_before"]],
-            **baselines,
-        }
+        scorers = {"candidate": judged, "champion": models[gate["champion_before"]], **baselines}
         scored = {name: score_cases(m, cases, item_ids, config) for name, m in scorers.items()}
         assert gate["scores"] == pytest.approx({n: m["ndcg_at_10"] for n, m in scored.items()})
         decision = choose_champion(

@@ -310,3 +310,106 @@ def test_a_full_training_searches_its_settings_and_an_update_keeps_the_choice() 
     )
     assert "search" not in update.report and update.recommender.metadata["setting"] == chosen
     assert update.recommender.model.config.hidden_size == width
+
+
+def test_refreshed_counts_are_those_of_every_event_and_the_network_is_untouched() -> None:
+    from models.sasrec import TransitionPrior
+    from recloop.baselines import RecentPopularity
+    from recloop.fitting import recent_counts, refresh_counts
+
+    rec = _tied_recommender()
+    trained = _events([("u1", "i1", 1), ("u1", "i2", 2), ("u2", "i2", 3), ("u2", "i3", 40)])
+    codes = [[1, 2], [2, 3]]
+    rec.prior, rec.prior_weight = TransitionPrior.fit(codes, 8, window=2), 0.5
+    rec.recent_counts, rec.recency_weight = recent_counts(trained, rec.item_ids), 1.0
+    # The events judged on: the newest of each user (and one outside the catalogue, ignored).
+    judged = _events([("u1", "i4", 58), ("u2", "i4", 60), ("u2", "unknown", 61)])
+    every = pd.concat([trained, judged], ignore_index=True)
+    state = {k: v.clone() for k, v in rec.model.state_dict().items()}
+
+    refresh_counts(rec, every)
+
+    assert rec.popularity.tolist() == [1, 2, 1, 2, 0, 0, 0, 0]
+    # i2 -> i4 and i3 -> i4 are transitions now; the weights chosen on validation stay.
+    expected = TransitionPrior.fit([[1, 2, 4], [2, 3, 4]], 8, window=2)
+    np.testing.assert_array_equal(rec.prior.log_scores([[3]]), expected.log_scores([[3]]))
+    assert rec.prior.window == 2 and (rec.prior_weight, rec.recency_weight) == (0.5, 1.0)
+    # The recent window now ends at the newest event, as the recent-popularity baseline's does.
+    known = every[every["item_id"] != "unknown"]
+    np.testing.assert_array_equal(
+        rec.recent_counts, RecentPopularity(known, rec.item_ids).recent_counts
+    )
+    assert rec.recent_counts[3] == 2  # both judged i4 events are recent
+    for key, value in rec.model.state_dict().items():
+        assert torch.equal(value, state[key]), key
+
+
+def test_the_judged_update_is_trained_again_with_the_events_it_was_judged_on() -> None:
+    from recloop.data import holdout_last_events, last_events
+    from recloop.fitting import kept_steps, learn_judged, target_losses
+
+    items, text, events, old, new = _simulated_shop(seed=3, n_users=60, n_items=80)
+    config = load_config(
+        overrides={
+            "model": {"hidden_size": 16, "num_layers": 1, "max_seq_len": 12},
+            "train": {"epochs": 3, "finetune_epochs": 3, "warm_shrink_gap": 0.0},
+        }
+    )
+    first = fit_recommender(old, items, text, config)
+    train, cases = holdout_last_events(old, new)  # the gate's held-out newest events
+    heldout = last_events(new)
+    arrived = train.iloc[len(old) :]
+    judged = fit_recommender(
+        train, items, text, config, parent=first.recommender, new_interactions=arrived
+    )
+    weights = {k: v.clone() for k, v in judged.recommender.model.state_dict().items()}
+    steps = kept_steps(judged.report)
+    assert 0 < steps <= judged.report["steps"]
+
+    served = learn_judged(
+        judged,
+        events,
+        items,
+        text,
+        config,
+        first.recommender,
+        set(new["user_id"]),
+        pd.concat([arrived, heldout]),
+    )
+
+    report = served.report["learned_judged"]
+    assert report["how"] == "retrained" and report["steps"] == steps
+    model = served.recommender
+    assert model is not judged.recommender
+    # The judged model is left as it was judged; the new one counts every event and keeps the
+    # prior weights chosen on validation.
+    for name, weight in judged.recommender.model.state_dict().items():
+        assert torch.equal(weight, weights[name]), name
+    assert model.popularity.sum() == len(events)
+    assert (model.prior_weight, model.recency_weight) == (
+        judged.recommender.prior_weight,
+        judged.recommender.recency_weight,
+    )
+    # It learned the held-out events: it predicts them better than the judged model does.
+    index = model.index
+    histories = [[index[i] for i in h] for h in cases.histories]
+    targets = [index[t] for t in cases.targets]
+    sequences = [h + [t] for h, t in zip(histories, targets, strict=True)]
+    x, y = training_examples(sequences, 12, [np.arange(len(s)) == len(s) - 1 for s in sequences])
+
+    def loss(m: Recommender) -> float:
+        return float(target_losses(m.model, x, y).mean())
+
+    assert loss(model) < loss(judged.recommender)
+
+    # From scratch there is no second training: the counts take the held-out events in.
+    scratch = fit_recommender(train, items, text, config)
+    kept = learn_judged(scratch, events, items, text, config, None, None, None)
+    assert (kept.report["learned_judged"]["how"], kept.report["learned_judged"]["steps"]) == (
+        "counts",
+        0,
+    )
+    assert kept.recommender.popularity.sum() == len(events)
+    assert scratch.recommender.popularity.sum() == len(train)  # judged as it was
+    for name, weight in scratch.recommender.model.state_dict().items():
+        assert torch.equal(weight, kept.recommender.model.state_dict()[name]), name
