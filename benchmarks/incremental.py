@@ -323,21 +323,6 @@ def _embeddings(vectors: dict[str, np.ndarray], item_ids: list[str]) -> np.ndarr
     return np.stack([vectors.get(i, np.zeros(dim, dtype=np.float32)) for i in item_ids])
 
 
-def train_arm(
-    train: pd.DataFrame,
-    item_ids: list[str],
-    vectors: dict[str, np.ndarray],
-    config: Config,
-    parent: Any | None,
-    focus_users: set[str],
-    new_events: pd.DataFrame | None,
-) -> tuple[Any, dict[str, Any]]:
-    """One training: warm-started from ``parent`` on ``new_events`` and their users' recent
-    history, or from scratch; returns the model and its training figures."""
-    result, figures = fit_arm(train, item_ids, vectors, config, parent, focus_users, new_events)
-    return result.recommender, figures
-
-
 def fit_arm(
     train: pd.DataFrame,
     item_ids: list[str],
@@ -347,8 +332,9 @@ def fit_arm(
     focus_users: set[str],
     new_events: pd.DataFrame | None,
 ) -> tuple[Any, dict[str, Any]]:
-    """:func:`train_arm`, returning the whole ``FineTuneResult`` (the only call of
-    ``fit_recommender`` here)."""
+    """One training (the only call of ``fit_recommender`` here): warm-started from ``parent``
+    on ``new_events`` and their users' recent history, or from scratch; returns the
+    ``FineTuneResult`` and its training figures."""
     from recloop.fitting import fit_recommender
 
     embeddings = _embeddings(vectors, item_ids)
@@ -562,8 +548,9 @@ def run_update(
     item_ids = timeline.catalogue(step)
     new_items = timeline.new_items(step)
     focus = set(window["user_id"].astype(str))
-    incremental, inc_fig = train_arm(train, item_ids, vectors, config, parent, focus, window)
-    full, full_fig = train_arm(train, item_ids, vectors, config, None, focus, window)
+    incremental_fit, inc_fig = fit_arm(train, item_ids, vectors, config, parent, focus, window)
+    full_fit, full_fig = fit_arm(train, item_ids, vectors, config, None, focus, window)
+    incremental, full = incremental_fit.recommender, full_fit.recommender
 
     scorers = {"incremental": incremental, "full": full}
     scorers |= _baselines(train, window, item_ids, config)
@@ -742,9 +729,10 @@ def run_incremental(
         "initial model: from scratch on the base period (%d events)", len(timeline.parts[0])
     )
     base_users = set(timeline.parts[0]["user_id"].astype(str))
-    model, initial = train_arm(
+    first, initial = fit_arm(
         timeline.train(0), timeline.catalogue(0), vectors, config, None, base_users, None
     )
+    model = first.recommender
     line = ServedLine.initial(model)
     steps = []
     for step in range(1, windows + 1):

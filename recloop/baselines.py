@@ -18,7 +18,7 @@ import pandas as pd
 
 from models.baselines import Baseline
 from models.transitions import transition_csr
-from recloop.data import build_sequences
+from recloop.data import build_sequences, recent_since
 
 logger = logging.getLogger(__name__)
 
@@ -74,17 +74,8 @@ class RecentPopularity(Baseline):
         ids = _item_index(interactions, item_ids)
         lookup = {item: i for i, item in enumerate(ids)}
         n = len(ids)
-        timestamps = interactions["timestamp"].to_numpy(dtype=np.int64)
-        if timestamps.size == 0:
-            self.since = 0
-            recent = interactions
-        else:
-            last, first = int(timestamps.max()), int(timestamps.min())
-            span = (
-                window_seconds if window_seconds is not None else recent_fraction * (last - first)
-            )
-            self.since = int(np.floor(last - span))
-            recent = interactions[timestamps >= self.since]
+        self.since = recent_since(interactions, recent_fraction, window_seconds)
+        recent = interactions[interactions["timestamp"].to_numpy(dtype=np.int64) >= self.since]
         all_time = _counts(interactions["item_id"], lookup, n)
         self.recent_counts = _counts(recent["item_id"], lookup, n)
         # Below 0.5 so it can never overturn a difference of one recent event.

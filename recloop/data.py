@@ -152,6 +152,17 @@ class EvalCases:
         )
 
 
+def recent_since(interactions: pd.DataFrame, fraction: float, width: int | None = None) -> int:
+    """Where the recent window of ``interactions`` starts: ``width`` before their last timestamp
+    when given, else the last ``fraction`` of the period they span (timestamps may be positions,
+    so a share of the span is the safe default). 0 when there are none."""
+    timestamps = interactions["timestamp"].to_numpy(dtype=np.int64)
+    if timestamps.size == 0:
+        return 0
+    last, first = int(timestamps.max()), int(timestamps.min())
+    return int(np.floor(last - (width if width is not None else fraction * (last - first))))
+
+
 def last_events(batch: pd.DataFrame) -> pd.DataFrame:
     """The last event (in time order) of every user in ``batch``: the events
     :func:`holdout_last_events` holds out of it. Index labels are ``batch``'s."""

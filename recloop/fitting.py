@@ -36,7 +36,7 @@ import torch
 
 from models.sasrec import PAD, Recommender, SeqRec, TransitionPrior, recency_log_shares
 from recloop.config import Config
-from recloop.data import EvalCases, build_sequences, sort_events
+from recloop.data import EvalCases, build_sequences, recent_since, sort_events
 from recloop.metrics import metrics_from_ranks, target_ranks
 from recloop.search import DEFAULT as DEFAULT_SETTING
 from recloop.search import MIN_Z, apply_setting, choose_setting
@@ -813,12 +813,10 @@ def _training_summary(
 def _recent_window(interactions: pd.DataFrame) -> tuple[int, int]:
     """``(since, width)``: the recent window starts at ``since`` and is the last
     :data:`RECENT_FRACTION` of the period ``interactions`` span (``width`` long)."""
-    timestamps = interactions["timestamp"].to_numpy(dtype=np.int64)
-    if timestamps.size == 0:
+    if len(interactions) == 0:
         return 0, 0
-    last, first = int(timestamps.max()), int(timestamps.min())
-    since = int(np.floor(last - RECENT_FRACTION * (last - first)))
-    return since, last - since
+    since = recent_since(interactions, RECENT_FRACTION)
+    return since, int(interactions["timestamp"].max()) - since
 
 
 def recent_counts(

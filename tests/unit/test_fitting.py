@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from models.sasrec import PAD, Recommender, SeqRec
-from recloop.config import RecommenderConfig, load_config
+from recloop.config import Config, RecommenderConfig, load_config
 from recloop.data import EvalCases
 from recloop.evaluation import RankingCases, rank_cases
 from recloop.fitting import (
@@ -220,14 +220,19 @@ def _simulated_shop(
     return items, text, events, events.iloc[: len(events) // 2], events.iloc[len(events) // 2 :]
 
 
-def test_a_training_repeats_exactly_with_the_same_seed() -> None:
-    items, text, events, old, new = _simulated_shop(seed=3, n_users=60, n_items=80)
-    config = load_config(
+def _small_config(finetune_epochs: int) -> Config:
+    """A network small enough for the simulated shop; the update never shrinks its parent."""
+    return load_config(
         overrides={
             "model": {"hidden_size": 16, "num_layers": 1, "max_seq_len": 12},
-            "train": {"epochs": 3, "finetune_epochs": 2, "warm_shrink_gap": 0.0},
+            "train": {"epochs": 3, "finetune_epochs": finetune_epochs, "warm_shrink_gap": 0.0},
         }
     )
+
+
+def test_a_training_repeats_exactly_with_the_same_seed() -> None:
+    items, text, events, old, new = _simulated_shop(seed=3, n_users=60, n_items=80)
+    config = _small_config(finetune_epochs=2)
 
     def train() -> tuple[dict[str, torch.Tensor], list[dict], dict[str, torch.Tensor], list]:
         first = fit_recommender(old, items, text, config)
@@ -349,12 +354,7 @@ def test_the_judged_update_is_trained_again_with_the_events_it_was_judged_on() -
     from recloop.fitting import kept_steps, learn_judged, target_losses
 
     items, text, events, old, new = _simulated_shop(seed=3, n_users=60, n_items=80)
-    config = load_config(
-        overrides={
-            "model": {"hidden_size": 16, "num_layers": 1, "max_seq_len": 12},
-            "train": {"epochs": 3, "finetune_epochs": 3, "warm_shrink_gap": 0.0},
-        }
-    )
+    config = _small_config(finetune_epochs=3)
     first = fit_recommender(old, items, text, config)
     train, cases = holdout_last_events(old, new)  # the gate's held-out newest events
     heldout = last_events(new)
