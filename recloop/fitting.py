@@ -455,9 +455,7 @@ def build_examples(
         val_histories, val_targets = _given_validation(index, validation)
         held_out: set[str] = set()
     else:
-        val_users, val_histories, val_targets = _held_out_validation(
-            sequences, _fresh_last(focus, new_flags) if warm else focus, rng
-        )
+        val_users, val_histories, val_targets = _held_out_validation(sequences, focus, rng)
         held_out = set(val_users)
     trained = {u: sequences[u][:-1] if u in held_out else sequences[u] for u in users}
     max_seq_len = config.model.max_seq_len
@@ -508,15 +506,6 @@ def _given_validation(
             histories.append(known)
             targets.append(index[target])
     return histories, targets
-
-
-def _fresh_last(focus: list[str], new_flags: dict[str, np.ndarray]) -> list[str]:
-    """The focus users whose last event is new to the parent (all of them when none is). An
-    update is validated, as the gate judges it, on events its parent has not trained on: a user
-    whose last event is older was trained on by the parent, which would then score its own
-    memory of that event and look better than any update."""
-    fresh = [u for u in focus if u in new_flags and len(new_flags[u]) and bool(new_flags[u][-1])]
-    return fresh or focus
 
 
 def _held_out_validation(

@@ -78,25 +78,6 @@ def test_an_update_trains_on_every_new_event_and_the_history_it_encodes_anyway()
     assert n_earlier == 2 and masks["u1"].tolist() == [False, True, True, True, True]
 
 
-def test_an_update_is_validated_on_events_new_to_its_parent() -> None:
-    from recloop.fitting import build_examples
-
-    index = {f"i{k}": k for k in range(1, 10)}
-    old = _events([(u, f"i{k}", k) for u in ("u1", "u2", "u3") for k in range(1, 5)])
-    # u1's newest event was held out for the gate: its last training event is one its parent
-    # trained on. u2 and u3 have new events left to train on.
-    new = _events([("u2", "i7", 10), ("u2", "i8", 11), ("u3", "i9", 12)])
-    events = pd.concat([old, new], ignore_index=True)
-    config = load_config()
-    update = build_examples(index, events, config, True, {"u1", "u2", "u3"}, None, new)
-    assert update.val_users == ["u2", "u3"]
-    assert update.val_targets == [8, 9]
-    assert update.trained["u1"] == [1, 2, 3, 4]  # not held out: the parent knows it
-    # From scratch every focus user's last event is new to the model: all are validated on.
-    scratch = build_examples(index, events, config, False, {"u1", "u2", "u3"})
-    assert scratch.val_users == ["u1", "u2", "u3"]
-
-
 def test_chunk_count_matches_the_chunks_training_examples_cuts() -> None:
     for length in range(0, 30):
         x, _ = training_examples([list(range(1, length + 1))], max_seq_len=4)
