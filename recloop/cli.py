@@ -339,7 +339,7 @@ def ingest_command(
     recloop.batch.landed (resource recloop.batch.<batch_id>), which starts the triggered
     feedback-loop deployment. When it cannot be delivered, one line says so; the batch stays
     pending and the next scheduled feedback-loop run learns it. A quarantined batch exits 1 with
-    one line naming its report.
+    one line naming its report, and so does the same batch landed again.
     """
     from recloop.config import load_config
     from recloop.orchestration import ingest_batch
@@ -348,7 +348,7 @@ def ingest_command(
     load_config(config)  # a broken --config fails here, before anything lands
     outcome = ingest_batch(get_home(home).ensure(), file, items)
     result = outcome.result
-    if result.status == "quarantined":
+    if result.rejected:  # quarantined now or before: not accepted
         _fail(result.message)
     typer.echo(result.message)
     if outcome.announcement is not None:
@@ -377,7 +377,8 @@ def watch_command(
     beside it (drop that one first). A file is taken once its size and modification time have
     not changed for 2 seconds; names starting with "." and other suffixes (.part, .tmp) are
     ignored, so writing under such a name and renaming into place also works.
-    Landed files leave the folder only once archived or quarantined (with a report).
+    Landed files leave the folder only once archived or quarantined (with a report). With
+    --once, exits 1 when any batch was rejected.
     """
     from recloop.config import load_config
     from recloop.orchestration import watch
@@ -397,6 +398,9 @@ def watch_command(
         statuses = [outcome.result.status for outcome in outcomes]
         counts = ", ".join(f"{statuses.count(s)} {s}" for s in sorted(set(statuses)))
         typer.echo(f"landed {len(outcomes)} batch(es)" + (f": {counts}" if counts else ""))
+        rejected = sum(outcome.result.rejected for outcome in outcomes)
+        if rejected:
+            _fail(f"{rejected} of {len(outcomes)} batch(es) rejected (quarantined); see above")
     return [outcome.result.to_dict() for outcome in outcomes]
 
 

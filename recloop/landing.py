@@ -88,11 +88,19 @@ class LandingResult:
     item_rows: int = 0
     record: BatchRecord | None = field(default=None, repr=False)
 
+    @property
+    def rejected(self) -> bool:
+        """Quarantined now, or landed again after it was quarantined: not accepted either way."""
+        if self.status == DUPLICATE:
+            return self.record is not None and self.record.status == QUARANTINED
+        return self.status == QUARANTINED
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict."""
         return {
             "batch_id": self.batch_id,
             "status": self.status,
+            "rejected": self.rejected,
             "path": str(self.path),
             "rows": self.rows,
             "item_rows": self.item_rows,
@@ -331,6 +339,8 @@ def land_batch(
             if record.batch_id == batch_id:
                 where = record.path(home)
                 message = f"batch {batch_id} was already {record.status} (#{record.seq}): {where}"
+                if record.status == QUARANTINED:
+                    message += f"; report: {where}/report.md (fix the file and land it again)"
                 logger.info(message)
                 return LandingResult(batch_id, DUPLICATE, where, None, 0, message, record=record)
 
