@@ -43,7 +43,13 @@ from recloop.data import (
     read_table,
 )
 from recloop.paths import Home
-from recloop.validation import ValidationReport, read_error_report, validate_batch, validate_items
+from recloop.validation import (
+    ValidationReport,
+    csv_shape_report,
+    read_error_report,
+    validate_batch,
+    validate_items,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -251,8 +257,12 @@ def _check_file(path: Path | None, role: str) -> Path | None:
 
 
 def _read(path: Path) -> tuple[pd.DataFrame | None, ValidationReport | None]:
-    """The table, or the report saying why it could not be read."""
+    """The table, or the report saying why it could not be read (a CSV not a whole table too)."""
     try:
+        shape = csv_shape_report(path) if path.suffix in {".csv", ".tsv"} else None
+        if shape is not None:
+            logger.info("%s: not a whole table: %s", path.name, shape.one_line())
+            return None, shape
         return read_table(path), None
     except Exception as error:  # any parse failure is a property of the file, not a bug
         logger.info("%s: unreadable: %s", path.name, error)

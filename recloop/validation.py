@@ -27,6 +27,7 @@ header of a CSV, or the first row of a Parquet file.
 from __future__ import annotations
 
 import argparse
+import csv
 import functools
 import json
 import logging
@@ -50,6 +51,9 @@ MAX_EXAMPLES = 5
 MAX_TEXT = 80  # characters of a string value kept in an example row
 FUTURE_SLACK_SECONDS = 86_400  # clocks differ; a day ahead is still plausible, a century is not
 READ_ERROR = "file_is_readable"  # pseudo-expectation for files that could not be parsed at all
+# Pseudo-expectations of a CSV's shape, checked before it is parsed (csv_shape_report).
+SHAPE_RULE = "rows_have_the_header_fields"
+WHOLE_FILE_RULE = "file_ends_with_a_line_break"
 NOT_CHECKED = "could not be checked"
 KNOWN_ITEM_COLUMN = "item_id_is_known"  # derived before validation, see the module docstring
 DERIVED_COLUMNS = (KNOWN_ITEM_COLUMN,)
@@ -168,6 +172,47 @@ class ValidationReport:
 def _md_cell(value: Any) -> str:
     text = "" if value is None else str(value)
     return text.replace("|", "\\|").replace("\n", " ")
+
+
+def csv_shape_report(path: Path) -> ValidationReport | None:
+    """A failed report when a CSV/TSV is not a whole table: a row without the header's number of
+    fields (pandas would fill a missing trailing field with null and read on), or a last row
+    without its line break (the file was cut off, maybe inside a number). None when the shape is
+    sound. Read as UTF-8 (a decoding error raises, as reading the table would); blank lines are
+    skipped as pandas skips them, so row numbers are those of every other rule."""
+    path = Path(path)
+    with open(path, "rb") as raw:
+        raw.seek(0, 2)
+        size = raw.tell()
+        if size == 0:
+            return None  # reading it reports the empty file
+        raw.seek(size - 1)
+        ends_with_break = raw.read(1) in (b"\n", b"\r")
+    with open(path, encoding="utf-8", newline="") as handle:
+        reader = csv.reader(handle, delimiter="\t" if path.suffix == ".tsv" else ",")
+        header = next(reader, None)
+        if header is None:
+            return None
+        row, wrong, examples = -1, 0, []
+        for fields in reader:
+            if not fields:
+                continue
+            row += 1
+            if len(fields) != len(header):
+                wrong += 1
+                if len(examples) < MAX_EXAMPLES:
+                    examples.append({"row": row, "fields": len(fields)})
+    failures = []
+    if wrong:
+        rule = f"every row must have the header's {len(header)} fields"
+        failures.append(Failure(path.name, SHAPE_RULE, None, rule, wrong, examples))
+    if not ends_with_break:
+        rule = "the file must end with a line break (without one its last row was cut off)"
+        last = [{"row": row}] if row >= 0 else []
+        failures.append(Failure(path.name, WHOLE_FILE_RULE, None, rule, None, last))
+    if not failures:
+        return None
+    return ValidationReport(success=False, failures=failures, files=[path.name])
 
 
 def read_error_report(file: str, error: BaseException) -> ValidationReport:

@@ -214,6 +214,55 @@ def test_unreadable_files_are_quarantined_naming_the_file(home: Home, tmp_path: 
     assert result.rows == 0
 
 
+def test_a_file_cut_off_or_with_missing_fields_is_quarantined_naming_the_row(
+    home: Home, tmp_path: Path, write_csv
+) -> None:
+    _first_batch(home, write_csv)
+    before = _archive_listing(home)
+    whole = make_interactions().to_csv(index=False)
+    assert whole.endswith("\n")
+    # Cut inside the last row's timestamp: its rating field is missing and no line break ends it.
+    cut = tmp_path / "cut.csv"
+    cut.write_text(whole[: whole.rindex(",", 0, -1) - 4])
+    result = land_batch(home, cut)
+    assert result.status == "quarantined" and result.rejected
+    last = len(make_interactions()) - 1
+    assert f"cut.csv: row {last}: every row must have the header's 4 fields" in result.message
+    rules = [f.expectation for f in result.report.failures]
+    assert rules == ["rows_have_the_header_fields", "file_ends_with_a_line_break"]
+    assert "line break" in (result.path / "report.md").read_text()
+    assert (result.path / "received" / "cut.csv").read_bytes() == cut.read_bytes()
+
+    # A row short of a field in the middle of a file is named too, the line break present.
+    lines = whole.splitlines(keepends=True)
+    lines[3] = "u0,i2\n"
+    short = tmp_path / "short.csv"
+    short.write_text("".join(lines))
+    result = land_batch(home, short)
+    assert result.status == "quarantined"
+    assert result.message.startswith(f"batch {result.batch_id} quarantined: short.csv: row 2:")
+    [failure] = result.report.failures
+    assert failure.unexpected_count == 1 and failure.examples == [{"row": 2, "fields": 2}]
+
+    # Cut at a field boundary: every row is whole, but the last line break is missing.
+    unended = tmp_path / "unended.csv"
+    unended.write_text(whole.rstrip("\n"))
+    result = land_batch(home, unended)
+    assert result.status == "quarantined"
+    [failure] = result.report.failures
+    assert (
+        failure.expectation == "file_ends_with_a_line_break" and failure.examples[0]["row"] == last
+    )
+    assert _archive_listing(home) == before  # nothing of them reached the archive
+
+    # Quoted fields may hold separators and line breaks; CRLF line ends are whole lines too.
+    quoted = make_interactions()
+    quoted["event"] = 'view, then "buy"\nlater'
+    fine = tmp_path / "fine.csv"
+    quoted.to_csv(fine, index=False, lineterminator="\r\n")
+    assert land_batch(home, fine).status == "archived"
+
+
 def test_usage_errors_raise(home: Home, tmp_path: Path) -> None:
     with pytest.raises(LandingError, match="not found"):
         land_batch(home, tmp_path / "missing.csv")
