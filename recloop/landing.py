@@ -356,11 +356,12 @@ def land_batch(
 
         interactions, interactions_error = _read(interactions_path)
         items, items_error = _read(items_path) if items_path is not None else (None, None)
+        # A file that could not be read comes first: what else fails may follow from it (an
+        # unreadable items file leaves the batch's new items unknown).
         reports = [r for r in (interactions_error, items_error) if r is not None]
         known = known_item_ids(home)
         if interactions is not None:
-            reports.insert(
-                0,
+            reports.append(
                 validate_batch(
                     interactions,
                     items,

@@ -56,11 +56,12 @@ SHAPE_RULE = "rows_have_the_header_fields"
 WHOLE_FILE_RULE = "file_ends_with_a_line_break"
 NOT_CHECKED = "could not be checked"
 KNOWN_ITEM_COLUMN = "item_id_is_known"  # derived before validation, see the module docstring
-DERIVED_COLUMNS = (KNOWN_ITEM_COLUMN,)
+WORDED_ITEM_COLUMN = "item_has_words"  # derived: the item's title or text is not blank
+DERIVED_COLUMNS = (KNOWN_ITEM_COLUMN, WORDED_ITEM_COLUMN)
 
 # Replacement characters mean a decoder gave up upstream; lone surrogates cannot be encoded as
 # UTF-8 at all. Written as regex escapes so the JSON stays plain ASCII.
-BAD_ENCODING_REGEX = r"[\ufffd\ud800-\udfff]"
+BAD_ENCODING_REGEX = r"[\x00\ufffd\ud800-\udfff]"
 INTEGER_TYPES = [
     "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
     "Int8", "Int16", "Int32", "Int64", "UInt8", "UInt16", "UInt32", "UInt64",
@@ -243,7 +244,8 @@ def _encoding_rule(column: str) -> tuple[str, dict[str, Any], str]:
     return (
         "ExpectColumnValuesToNotMatchRegex",
         {"column": column, "regex": BAD_ENCODING_REGEX},
-        f"{column} must be valid text (no U+FFFD replacement characters or lone surrogates)",
+        f"{column} must be valid text (no NUL bytes, U+FFFD replacement characters or lone "
+        "surrogates)",
     )
 
 
@@ -321,6 +323,14 @@ def _suite_rules(name: str) -> list[tuple[str, dict[str, Any], str, dict[str, An
         add(("ExpectColumnValuesToBeUnique", {"column": "item_id"}, "item_id must be unique"))
         for column in ITEM_COLUMNS:
             add(_encoding_rule(column))
+        add(
+            (
+                "ExpectColumnValuesToBeInSet",
+                {"column": WORDED_ITEM_COLUMN, "value_set": [True]},
+                "an item must have a title or a text (the model reads them)",
+            ),
+            reports_column="title",
+        )
     else:
         raise ValueError(f"unknown suite {name!r} (expected one of {SUITE_NAMES})")
     return rules
@@ -534,7 +544,11 @@ def _prepare(frame: pd.DataFrame, id_columns: tuple[str, ...]) -> pd.DataFrame:
 
 def validate_items(items: pd.DataFrame, *, name: str) -> ValidationReport:
     """Validate an items table against ``expectations/items.json``."""
-    return run_suite("items", _prepare(items, ("item_id",)), file=name)
+    frame = _prepare(items, ("item_id",))
+    if {"title", "text"} <= set(frame.columns):
+        blank = [frame[c].fillna("").astype(str).str.strip().eq("") for c in ("title", "text")]
+        frame[WORDED_ITEM_COLUMN] = (~(blank[0] & blank[1])).astype(object)
+    return run_suite("items", frame, file=name)
 
 
 def validate_interactions(

@@ -263,6 +263,41 @@ def test_a_file_cut_off_or_with_missing_fields_is_quarantined_naming_the_row(
     assert land_batch(home, fine).status == "archived"
 
 
+def test_the_first_reason_given_is_the_root_cause(home: Home, tmp_path: Path, write_csv) -> None:
+    _first_batch(home, write_csv)
+    # New items in a latin-1 items file: the file cannot be read, so its items are unknown too;
+    # the one line names the decoding error, not the unknown items.
+    batch = write_csv(make_interactions().assign(item_id="new1"), "batch.csv")
+    items = tmp_path / "items.csv"
+    items.write_bytes("item_id,title,text\nnew1,Caf\xe9,\n".encode("latin-1"))
+    result = land_batch(home, batch, items)
+    assert result.status == "quarantined"
+    assert "items.csv: file must be readable (UnicodeDecodeError" in result.message
+    rules = [f.rule for f in result.report.failures]
+    assert rules[-1] == "item_id must be in the catalogue or in the batch's items file"
+
+
+def test_nul_bytes_and_wordless_items_are_quarantined(
+    home: Home, tmp_path: Path, write_csv
+) -> None:
+    _first_batch(home, write_csv)
+    before = _archive_listing(home)
+    nul = write_csv(make_interactions().assign(event="vi\x00ew"), "nul.csv")
+    result = land_batch(home, nul)
+    assert result.status == "quarantined"
+    assert "nul.csv: row 0: event must be valid text (no NUL bytes" in result.message
+
+    batch = write_csv(make_interactions().assign(item_id="new1"), "batch2.csv")
+    items = write_csv(pd.DataFrame({"item_id": ["new1"], "title": [" "], "text": [""]}), "i.csv")
+    result = land_batch(home, batch, items)
+    assert result.status == "quarantined"
+    assert "i.csv: row 0: an item must have a title or a text" in result.message
+    assert _archive_listing(home) == before
+    # Text alone (or a title alone) is enough.
+    items = write_csv(pd.DataFrame({"item_id": ["new1"], "title": [""], "text": ["A"]}), "j.csv")
+    assert land_batch(home, batch, items).status == "archived"
+
+
 def test_usage_errors_raise(home: Home, tmp_path: Path) -> None:
     with pytest.raises(LandingError, match="not found"):
         land_batch(home, tmp_path / "missing.csv")
