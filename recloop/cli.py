@@ -54,6 +54,11 @@ def _environment() -> None:
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "recloop,tasks,models,flows,py.warnings")
     os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    # MLflow retries a request 7 times over minutes, inside each task's own retries: a tracking
+    # server that goes away mid-cycle should fail the cycle in a minute or two, not in a quarter
+    # of an hour (recloop.registry checks that it answers before a cycle starts).
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
 
 
 def _fail(message: str) -> None:
@@ -79,7 +84,14 @@ def _one_line_errors(func: F) -> F:
             return func(*args, **kwargs)
         except typer.Exit:
             raise
-        except (ConfigError, FileNotFoundError, ValueError, KeyError, LookupError) as error:
+        except (
+            ConfigError,
+            FileNotFoundError,
+            ValueError,
+            KeyError,
+            LookupError,
+            ConnectionError,  # recloop.registry.RegistryUnreachable: a tracking server is down
+        ) as error:
             _fail(_message(error))
 
     return wrapper  # type: ignore[return-value]
@@ -440,8 +452,11 @@ def update_command(home: HomeOption = None, config: ConfigOption = None) -> dict
 
     Prints the cycle's row of the run table ("up-to-date" when nothing new has landed).
     """
-    from flows.feedback_loop import feedback_loop
+    from recloop import registry
+    from recloop.paths import get_home
 
+    registry.check_reachable(registry.tracking_uri(get_home(home)))  # before any work
+    from flows.feedback_loop import feedback_loop
     with working("update"), library_output(is_quiet()):
         summary = feedback_loop(
             home=str(home) if home else None, config_path=str(config) if config else None

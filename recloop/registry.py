@@ -100,6 +100,46 @@ mlflow.models.set_model(RecloopModel())
 _uri_set_here: str | None = None
 
 
+# A tracking server that does not answer is known within about half a minute: this many health
+# checks, each waiting at most HEALTH_TIMEOUT seconds, HEALTH_PAUSE seconds apart.
+HEALTH_ATTEMPTS = 3
+HEALTH_TIMEOUT = 10.0
+HEALTH_PAUSE = 2.0
+
+
+class RegistryUnreachable(ConnectionError):
+    """The MLflow tracking server does not answer; nothing that needs it was done."""
+
+
+def check_reachable(uri: str) -> None:
+    """Raise :class:`RegistryUnreachable` when ``uri`` is an MLflow server (http or https) whose
+    ``/health`` does not answer OK within :data:`HEALTH_ATTEMPTS` tries. A local store (SQLite,
+    files) has nothing to check. Asked before anything is trained or written, so that a server
+    that is down costs seconds and one line, not MLflow's retries inside every task's."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import requests
+
+    reason = ""
+    for attempt in range(HEALTH_ATTEMPTS):
+        if attempt:
+            time.sleep(HEALTH_PAUSE)
+        try:
+            response = requests.get(uri.rstrip("/") + "/health", timeout=HEALTH_TIMEOUT)
+        except requests.RequestException as error:
+            errno = re.search(r"\[Errno -?\d+\] [^'\")]+", str(error))
+            reason = errno.group(0) if errno else type(error).__name__
+            continue
+        if response.ok:
+            return
+        reason = f"HTTP {response.status_code} from /health"
+    raise RegistryUnreachable(
+        f"the MLflow tracking server at {uri} does not answer ({reason}); nothing was trained "
+        "or registered, and landed batches stay pending. Start it, or unset MLFLOW_TRACKING_URI "
+        "to use the home's own registry"
+    )
+
+
 def tracking_uri(home: Home) -> str:
     """``MLFLOW_TRACKING_URI`` if the user set it, else the SQLite store in the recloop home."""
     env = os.environ.get("MLFLOW_TRACKING_URI")
@@ -763,12 +803,14 @@ def _signature(recommender: Recommender | Baseline) -> Any:
 
 
 def configure(home: Home, config: Config) -> Registry:
-    """Point MLflow at the home's store and make sure the experiment exists.
+    """Point MLflow at the home's store and make sure the experiment exists (a tracking server
+    that does not answer raises :class:`RegistryUnreachable`, see :func:`check_reachable`).
 
     Sets the process-wide tracking and registry URIs (the fluent ``mlflow.start_run`` API reads
     them); the experiment gets an absolute artifact location so runs do not depend on the cwd.
     """
     uri = tracking_uri(home)
+    check_reachable(uri)
     if uri.startswith("sqlite:///"):
         home.root.mkdir(parents=True, exist_ok=True)
     global _uri_set_here
