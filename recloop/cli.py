@@ -191,11 +191,12 @@ def _replay(
 ) -> list[dict[str, Any]]:
     """Each staged window through the feedback-loop flow, under a bar at a terminal."""
     from flows.feedback_loop import feedback_loop
+    from recloop.local_server import prefect_api
     from recloop.progress import step_progress
 
     rows = []
     # A bar on stderr at a terminal only: piped and test output stay plain lines.
-    with step_progress(len(staged), "window") as progress:
+    with prefect_api(), step_progress(len(staged), "window") as progress:
         say = progress.echo if progress else typer.echo
         for window, (interactions_file, items_file) in enumerate(staged, start=1):
             if progress:
@@ -457,7 +458,9 @@ def update_command(home: HomeOption = None, config: ConfigOption = None) -> dict
 
     registry.check_reachable(registry.tracking_uri(get_home(home)))  # before any work
     from flows.feedback_loop import feedback_loop
-    with working("update"), library_output(is_quiet()):
+    from recloop.local_server import prefect_api
+
+    with prefect_api(), working("update"), library_output(is_quiet()):
         summary = feedback_loop(
             home=str(home) if home else None, config_path=str(config) if config else None
         )
@@ -601,12 +604,13 @@ def retrain_command(
     """
     from flows.full_retrain import full_retrain
     from recloop.data import find_table
+    from recloop.local_server import prefect_api
 
     _dataset_dir(data)
     if data is not None:  # fail before starting Prefect when the folder is not a dataset
         find_table(data, "interactions")
         find_table(data, "items")
-    with working("retrain"), library_output(is_quiet()):
+    with prefect_api(), working("retrain"), library_output(is_quiet()):
         summary = full_retrain(
             data_dir=str(data) if data else None,
             home=str(home) if home else None,
