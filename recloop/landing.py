@@ -35,6 +35,7 @@ from typing import Any
 
 import pandas as pd
 
+from recloop import faults
 from recloop.data import (
     ITEM_COLUMNS,
     Dataset,
@@ -408,6 +409,7 @@ def land_batch(
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
+        faults.point("landed")
         _append_ledger(home, record)
 
     if status == ARCHIVED:

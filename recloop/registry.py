@@ -51,6 +51,7 @@ from models.pyfunc import (
     DEFAULT_PARAMS,
     predictions_frame,
 )
+from recloop import faults
 from recloop.config import Config
 from recloop.paths import Home
 
@@ -402,6 +403,32 @@ class Registry:
                 return learned, self.version_info(version)  # type: ignore[return-value]
         return None
 
+    def judged_versions(self, champion: str | None) -> list[dict[str, Any]]:
+        """The versions judged against ``champion`` (their ``parent_version``; "" before the
+        first champion) that have never been champion, newest first, as ``{"version",
+        "tags"}``: the candidates it kept out, and one that passed but whose promotion did not
+        happen (see :meth:`unfinished_promotion`). A version that was champion once (tag
+        ``champion_reason``) was acted on: after a rollback its batches are learned again."""
+        try:
+            found = self.client.search_model_versions(f"name='{self.name}'")
+        except MlflowException:
+            return []
+        parent = champion or ""
+        judged = []
+        for mv in sorted(found, key=lambda mv: int(mv.version), reverse=True):
+            tags = dict(mv.tags)
+            ours = tags.get("parent_version", "") == parent and str(mv.version) != champion
+            if ours and "gate" in tags and "champion_reason" not in tags:
+                judged.append({"version": str(mv.version), "tags": tags})
+        return judged
+
+    def unfinished_promotion(self, champion: str | None) -> dict[str, Any] | None:
+        """A version that passed the gate against ``champion`` but never became champion: its
+        cycle stopped between registering it (with the decision) and moving the alias. None
+        when there is none."""
+        passed = [v for v in self.judged_versions(champion) if v["tags"].get("gate") == "passed"]
+        return passed[0] if passed else None
+
     def find_candidate(
         self, key: str | None = None, run_id: str | None = None
     ) -> LoggedCandidate | None:
@@ -630,6 +657,7 @@ class Registry:
             self.name, f"models:/{model_id}", run_id=run_id, tags=version_tags, model_id=model_id
         )
         version = str(mv.version)
+        faults.point("registered")
         return LoggedCandidate(
             version, run_id, f"models:/{self.name}/{version}", self.experiment_id
         )
@@ -673,6 +701,7 @@ class Registry:
         """Move ``challenger`` onto the version, put its number in the run's name and the gate's
         decision in its description, and attach the per-version plot."""
         self.client.set_registered_model_alias(self.name, CHALLENGER, logged.version)
+        faults.point("challenger")
         run = self.client.get_run(logged.run_id)
         self.client.update_run(logged.run_id, name=_with_version(run.info.run_name, logged.version))
         if decision is not None:

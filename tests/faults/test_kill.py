@@ -83,3 +83,87 @@ def test_killed_update_takes_its_temporary_prefect_server_with_it(tmp_path: Path
     finally:
         if update.poll() is None:
             update.kill()
+
+
+TINY = {
+    "encoder": {"max_steps": 2, "head_warmup_steps": 0, "batch_size": 8, "max_length": 32},
+    "model": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "max_seq_len": 20},
+    "train": {"epochs": 4, "finetune_epochs": 2, "patience": 2},
+}
+
+
+def _recloop(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "recloop.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+
+
+@pytest.fixture
+def shop(tmp_path: Path) -> tuple[Path, Path, list[tuple[Path, Path]], dict[str, str]]:
+    """A home whose champion learned window 1; window 2 staged, not landed; the config file
+    and the environment of every command."""
+    import yaml
+
+    from recloop.replay import stage_windows
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(TINY), encoding="utf-8")
+    data = write_dataset(simulate(seed=3, n_users=150, n_items=200), tmp_path / "demo")
+    home = tmp_path / "home"
+    staged = stage_windows(data, 2, home, config)
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "RECLOOP_KILL_AT")}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect")
+    common = ["--home", str(home), "--config", str(config)]
+    (batch, items) = staged[0]
+    assert _recloop("ingest", str(batch), "--items", str(items), *common, env=env).returncode == 0
+    first = _recloop("update", *common, env=env)
+    assert first.returncode == 0, first.stderr
+    return home, config, staged, env
+
+
+def _registry(home: Path):
+    from recloop import registry
+    from recloop.config import load_config
+
+    return registry.configure(get_home(home), load_config())
+
+
+@pytest.mark.parametrize("where", ["trained", "registered", "challenger"])
+def test_a_cycle_killed_anywhere_is_finished_once_by_the_rerun(shop, where: str) -> None:
+    """Killed after training, after registering its version (the decision attached), or after
+    moving challenger: the rerun leaves exactly one judged candidate for the batch, with its
+    decision carried out, every version tagged with its decision, and a champion that loads."""
+    home, config, staged, env = shop
+    common = ["--home", str(home), "--config", str(config)]
+    reg = _registry(home)
+    before = reg.champion_version()
+    assert before is not None
+    batch, items = staged[1]
+    assert _recloop("ingest", str(batch), "--items", str(items), *common, env=env).returncode == 0
+
+    killed = _recloop("update", *common, env={**env, "RECLOOP_KILL_AT": where})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    again = _recloop("update", *common, env=env)
+    assert again.returncode == 0, again.stderr
+
+    reg = _registry(home)
+    versions = reg.list_versions()
+    judged = [v for v in versions if v["tags"].get("parent_version") == before]
+    learned = [v for v in judged if v["tags"].get("model_kind", "learned") == "learned"]
+    assert len(learned) == 1, [v["tags"].get("batch_ids") for v in judged]
+    assert all({"gate", "reason"} <= set(v["tags"]) for v in versions)
+    champion = reg.champion_version()
+    [candidate] = learned
+    if candidate["tags"]["gate"] == "passed":
+        assert champion == candidate["version"]
+    elif not candidate["tags"]["reason"].startswith("serve "):
+        assert champion == before  # kept
+    assert reg.load_version(champion) is not None
+    # Nothing left running from the killed cycle, and a third run has nothing to do.
+    third = _recloop("update", *common, env=env)
+    assert third.returncode == 0 and "up-to-date" in third.stdout, third.stdout
+    assert len(_registry(home).list_versions()) == len(versions)
