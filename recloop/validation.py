@@ -54,6 +54,7 @@ READ_ERROR = "file_is_readable"  # pseudo-expectation for files that could not b
 # Pseudo-expectations of a CSV's shape, checked before it is parsed (csv_shape_report).
 SHAPE_RULE = "rows_have_the_header_fields"
 WHOLE_FILE_RULE = "file_ends_with_a_line_break"
+NOT_A_LINK = "file_is_not_a_symbolic_link"  # checked by recloop.landing before any read
 NOT_CHECKED = "could not be checked"
 KNOWN_ITEM_COLUMN = "item_id_is_known"  # derived before validation, see the module docstring
 WORDED_ITEM_COLUMN = "item_has_words"  # derived: the item's title or text is not blank

@@ -298,6 +298,31 @@ def test_nul_bytes_and_wordless_items_are_quarantined(
     assert land_batch(home, batch, items).status == "archived"
 
 
+def test_a_symbolic_link_is_quarantined_without_reading_its_target(
+    home: Home, tmp_path: Path, write_csv
+) -> None:
+    secret = write_csv(make_interactions(), "secret.csv")  # a valid table, and private
+    link = tmp_path / "batch.csv"
+    link.symlink_to(secret)
+    result = land_batch(home, link)
+    assert result.status == "quarantined" and result.rejected
+    assert f"batch.csv: file must be a regular file, not a symbolic link (to {secret})" in (
+        result.message
+    )
+    kept = result.path / "received" / "batch.csv"
+    assert kept.is_symlink() and Path(kept.readlink()) == secret  # the link, as it arrived
+    secret_bytes = secret.read_bytes()
+    for stored in result.path.rglob("*"):
+        if stored.is_file() and not stored.is_symlink():
+            assert secret_bytes not in stored.read_bytes(), stored
+    assert not home.archive.exists() or not any(home.archive.iterdir())
+    # The same link again is the same (rejected) batch; a dangling link is refused the same way.
+    assert land_batch(home, link).rejected
+    dangling = tmp_path / "gone.csv"
+    dangling.symlink_to(tmp_path / "nowhere.csv")
+    assert land_batch(home, dangling).status == "quarantined"
+
+
 def test_usage_errors_raise(home: Home, tmp_path: Path) -> None:
     with pytest.raises(LandingError, match="not found"):
         land_batch(home, tmp_path / "missing.csv")
