@@ -17,7 +17,7 @@ from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from models.baselines import Baseline
-from recloop import registry
+from recloop import faults, registry
 from recloop.config import Config
 from recloop.evaluation import EvaluationReport
 from recloop.fitting import FineTuneResult
@@ -71,6 +71,7 @@ def train_evaluate_promote(
         run.log_training_data(data.train_interactions, data.data_fingerprint, home.archive)
         tuned, encoder, catalogue = _train(data, start_from, home, config, training, force_pretrain)
         tags = {**provenance, **_log_training(run, training, tuned, encoder, data)}
+        faults.point("trained")
         report = evaluate_task(
             tuned.recommender,
             parent,

@@ -26,7 +26,8 @@ from flows.cycle import train_evaluate_promote
 from recloop.config import load_config
 from recloop.orchestration import label_flow_run, outcome_of, run_name, run_tags, training_lock
 from recloop.paths import get_home
-from tasks.prepare import load_champion_task, plan_task, prepare_task
+from tasks.prepare import judged_task, load_champion_task, plan_task, prepare_task
+from tasks.promote import finish_promotion_task
 from tasks.validate import land_task
 
 TRAINING = "incremental"  # the ``training`` tag and metadata value of the versions it registers
@@ -116,12 +117,31 @@ def feedback_loop(
         )
 
     with training_lock(recloop_home, f"feedback-loop ({batch_id or 'all pending'})"):
+        # A cycle killed after registering a version that passed the gate: promote it now.
+        finished = finish_promotion_task(config, recloop_home)
+        if finished is not None:
+            summary["finished_promotion"] = finished
         if batch_id is None:
             champion = load_champion_task(config, recloop_home)
             data = prepare_task(recloop_home, _trained(champion))
+            judged = (
+                judged_task(config, recloop_home, champion[1] if champion else None, data.pending)
+                if data is not None
+                else None
+            )
             if data is None:
                 log.info("No batch pending since the champion was trained: nothing to learn.")
                 summary["status"] = "up-to-date"
+            elif judged is not None:
+                # The same batches, the same champion: the same judgement (e.g. a concurrent
+                # run, or a rerun after the gate kept the champion). The next batch reopens them.
+                reason = (
+                    f"batches {','.join(data.pending)} were already judged against this "
+                    f"champion by version {judged['version']} "
+                    f"({judged['tags'].get('reason', 'gate failed')})"
+                )
+                log.info("Nothing to learn: %s.", reason)
+                summary.update(status="up-to-date", reason=reason, batches=data.pending)
             else:
                 summary.update(cycle(champion, data))
         else:

@@ -26,6 +26,7 @@ from recloop.landing import QUARANTINED
 from recloop.orchestration import label_flow_run, outcome_of, run_name, run_tags, training_lock
 from recloop.paths import get_home
 from tasks.prepare import load_champion_task, prepare_full_task
+from tasks.promote import finish_promotion_task
 from tasks.validate import land_task
 
 TRAINING = "full-retrain"  # the ``training`` tag and metadata value of the versions it registers
@@ -88,6 +89,10 @@ def full_retrain(
 
     # One training at a time per home (see recloop.orchestration.training_lock).
     with training_lock(recloop_home, "full-retrain"):
+        # A cycle killed after registering a version that passed the gate: promote it first.
+        finished = finish_promotion_task(config, recloop_home)
+        if finished is not None:
+            summary["finished_promotion"] = finished
         data = prepare_full_task(recloop_home)
         if data is None:
             log.warning("Nothing is archived under %s: nothing to train on.", recloop_home.archive)

@@ -54,6 +54,11 @@ def _environment() -> None:
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "recloop,tasks,models,flows,py.warnings")
     os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    # MLflow retries a request 7 times over minutes, inside each task's own retries: a tracking
+    # server that goes away mid-cycle should fail the cycle in a minute or two, not in a quarter
+    # of an hour (recloop.registry checks that it answers before a cycle starts).
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
 
 
 def _fail(message: str) -> None:
@@ -79,7 +84,14 @@ def _one_line_errors(func: F) -> F:
             return func(*args, **kwargs)
         except typer.Exit:
             raise
-        except (ConfigError, FileNotFoundError, ValueError, KeyError, LookupError) as error:
+        except (
+            ConfigError,
+            FileNotFoundError,
+            ValueError,
+            KeyError,
+            LookupError,
+            ConnectionError,  # recloop.registry.RegistryUnreachable: a tracking server is down
+        ) as error:
             _fail(_message(error))
 
     return wrapper  # type: ignore[return-value]
@@ -179,11 +191,12 @@ def _replay(
 ) -> list[dict[str, Any]]:
     """Each staged window through the feedback-loop flow, under a bar at a terminal."""
     from flows.feedback_loop import feedback_loop
+    from recloop.local_server import prefect_api
     from recloop.progress import step_progress
 
     rows = []
     # A bar on stderr at a terminal only: piped and test output stay plain lines.
-    with step_progress(len(staged), "window") as progress:
+    with prefect_api(), step_progress(len(staged), "window") as progress:
         say = progress.echo if progress else typer.echo
         for window, (interactions_file, items_file) in enumerate(staged, start=1):
             if progress:
@@ -339,7 +352,7 @@ def ingest_command(
     recloop.batch.landed (resource recloop.batch.<batch_id>), which starts the triggered
     feedback-loop deployment. When it cannot be delivered, one line says so; the batch stays
     pending and the next scheduled feedback-loop run learns it. A quarantined batch exits 1 with
-    one line naming its report.
+    one line naming its report, and so does the same batch landed again.
     """
     from recloop.config import load_config
     from recloop.orchestration import ingest_batch
@@ -348,7 +361,7 @@ def ingest_command(
     load_config(config)  # a broken --config fails here, before anything lands
     outcome = ingest_batch(get_home(home).ensure(), file, items)
     result = outcome.result
-    if result.status == "quarantined":
+    if result.rejected:  # quarantined now or before: not accepted
         _fail(result.message)
     typer.echo(result.message)
     if outcome.announcement is not None:
@@ -377,7 +390,8 @@ def watch_command(
     beside it (drop that one first). A file is taken once its size and modification time have
     not changed for 2 seconds; names starting with "." and other suffixes (.part, .tmp) are
     ignored, so writing under such a name and renaming into place also works.
-    Landed files leave the folder only once archived or quarantined (with a report).
+    Landed files leave the folder only once archived or quarantined (with a report). With
+    --once, exits 1 when any batch was rejected.
     """
     from recloop.config import load_config
     from recloop.orchestration import watch
@@ -397,6 +411,9 @@ def watch_command(
         statuses = [outcome.result.status for outcome in outcomes]
         counts = ", ".join(f"{statuses.count(s)} {s}" for s in sorted(set(statuses)))
         typer.echo(f"landed {len(outcomes)} batch(es)" + (f": {counts}" if counts else ""))
+        rejected = sum(outcome.result.rejected for outcome in outcomes)
+        if rejected:
+            _fail(f"{rejected} of {len(outcomes)} batch(es) rejected (quarantined); see above")
     return [outcome.result.to_dict() for outcome in outcomes]
 
 
@@ -436,9 +453,14 @@ def update_command(home: HomeOption = None, config: ConfigOption = None) -> dict
 
     Prints the cycle's row of the run table ("up-to-date" when nothing new has landed).
     """
-    from flows.feedback_loop import feedback_loop
+    from recloop import registry
+    from recloop.paths import get_home
 
-    with working("update"), library_output(is_quiet()):
+    registry.check_reachable(registry.tracking_uri(get_home(home)))  # before any work
+    from flows.feedback_loop import feedback_loop
+    from recloop.local_server import prefect_api
+
+    with prefect_api(), working("update"), library_output(is_quiet()):
         summary = feedback_loop(
             home=str(home) if home else None, config_path=str(config) if config else None
         )
@@ -582,12 +604,13 @@ def retrain_command(
     """
     from flows.full_retrain import full_retrain
     from recloop.data import find_table
+    from recloop.local_server import prefect_api
 
     _dataset_dir(data)
     if data is not None:  # fail before starting Prefect when the folder is not a dataset
         find_table(data, "interactions")
         find_table(data, "items")
-    with working("retrain"), library_output(is_quiet()):
+    with prefect_api(), working("retrain"), library_output(is_quiet()):
         summary = full_retrain(
             data_dir=str(data) if data else None,
             home=str(home) if home else None,

@@ -35,6 +35,7 @@ from typing import Any
 
 import pandas as pd
 
+from recloop import faults
 from recloop.data import (
     ITEM_COLUMNS,
     Dataset,
@@ -43,7 +44,15 @@ from recloop.data import (
     read_table,
 )
 from recloop.paths import Home
-from recloop.validation import ValidationReport, read_error_report, validate_batch, validate_items
+from recloop.validation import (
+    NOT_A_LINK,
+    Failure,
+    ValidationReport,
+    csv_shape_report,
+    read_error_report,
+    validate_batch,
+    validate_items,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -88,11 +97,19 @@ class LandingResult:
     item_rows: int = 0
     record: BatchRecord | None = field(default=None, repr=False)
 
+    @property
+    def rejected(self) -> bool:
+        """Quarantined now, or landed again after it was quarantined: not accepted either way."""
+        if self.status == DUPLICATE:
+            return self.record is not None and self.record.status == QUARANTINED
+        return self.status == QUARANTINED
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict."""
         return {
             "batch_id": self.batch_id,
             "status": self.status,
+            "rejected": self.rejected,
             "path": str(self.path),
             "rows": self.rows,
             "item_rows": self.item_rows,
@@ -106,6 +123,9 @@ def batch_id_of(interactions_file: Path, items_file: Path | None = None) -> str:
     digest = hashlib.sha256()
     for path in (interactions_file, items_file):
         if path is None:
+            continue
+        if Path(path).is_symlink():  # never read through a link (see land_batch)
+            digest.update(b"symlink:" + os.fsencode(os.readlink(path)))
             continue
         with open(path, "rb") as handle:
             for chunk in iter(lambda: handle.read(1 << 20), b""):
@@ -232,7 +252,7 @@ def _check_file(path: Path | None, role: str) -> Path | None:
     if path is None:
         return None
     path = Path(path)
-    if not path.is_file():
+    if not path.is_file() and not path.is_symlink():
         raise LandingError(f"{path}: {role} file not found")
     if path.suffix not in SUPPORTED_SUFFIXES:
         raise LandingError(
@@ -242,9 +262,23 @@ def _check_file(path: Path | None, role: str) -> Path | None:
     return path
 
 
+def _link_report(path: Path | None) -> ValidationReport | None:
+    """The failed report of a file that is a symbolic link (None for no file)."""
+    if path is None:
+        return None
+    rule = f"file must be a regular file, not a symbolic link (to {os.readlink(path)})"
+    return ValidationReport(
+        success=False, failures=[Failure(path.name, NOT_A_LINK, None, rule)], files=[path.name]
+    )
+
+
 def _read(path: Path) -> tuple[pd.DataFrame | None, ValidationReport | None]:
-    """The table, or the report saying why it could not be read."""
+    """The table, or the report saying why it could not be read (a CSV not a whole table too)."""
     try:
+        shape = csv_shape_report(path) if path.suffix in {".csv", ".tsv"} else None
+        if shape is not None:
+            logger.info("%s: not a whole table: %s", path.name, shape.one_line())
+            return None, shape
         return read_table(path), None
     except Exception as error:  # any parse failure is a property of the file, not a bug
         logger.info("%s: unreadable: %s", path.name, error)
@@ -264,7 +298,10 @@ def _build_folder(staging: Path, files: dict[str, Path], extra: dict[str, bytes]
     received = staging / RECEIVED
     received.mkdir()
     for role, name in _received_names(files).items():
-        shutil.copyfile(files[role], received / name)  # bytes exactly as they arrived
+        if files[role].is_symlink():  # kept as the link it is, never followed
+            os.symlink(os.readlink(files[role]), received / name)
+        else:
+            shutil.copyfile(files[role], received / name)  # bytes exactly as they arrived
     for name, content in extra.items():
         (staging / name).write_bytes(content)
 
@@ -331,16 +368,26 @@ def land_batch(
             if record.batch_id == batch_id:
                 where = record.path(home)
                 message = f"batch {batch_id} was already {record.status} (#{record.seq}): {where}"
+                if record.status == QUARANTINED:
+                    message += f"; report: {where}/report.md (fix the file and land it again)"
                 logger.info(message)
                 return LandingResult(batch_id, DUPLICATE, where, None, 0, message, record=record)
 
-        interactions, interactions_error = _read(interactions_path)
-        items, items_error = _read(items_path) if items_path is not None else (None, None)
+        links = {role: path for role, path in files.items() if path.is_symlink()}
+        if links:
+            # A link may point anywhere (a landing folder others can write to, a secret, a
+            # device): its target is neither read nor copied; the link itself is kept.
+            interactions, interactions_error = None, _link_report(links.get("interactions"))
+            items, items_error = None, _link_report(links.get("items"))
+        else:
+            interactions, interactions_error = _read(interactions_path)
+            items, items_error = _read(items_path) if items_path is not None else (None, None)
+        # A file that could not be read comes first: what else fails may follow from it (an
+        # unreadable items file leaves the batch's new items unknown).
         reports = [r for r in (interactions_error, items_error) if r is not None]
         known = known_item_ids(home)
         if interactions is not None:
-            reports.insert(
-                0,
+            reports.append(
                 validate_batch(
                     interactions,
                     items,
@@ -349,7 +396,7 @@ def land_batch(
                     items_name=items_path.name if items_path is not None else None,
                 ),
             )
-        elif items is not None and items_path is not None:
+        elif items is not None and items_path is not None and not links:
             # Still check the items file so that the report lists everything wrong at once.
             reports.append(validate_items(items, name=items_path.name))
         report = ValidationReport.combine(reports)
@@ -387,6 +434,7 @@ def land_batch(
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
+        faults.point("landed")
         _append_ledger(home, record)
 
     if status == ARCHIVED:

@@ -51,6 +51,7 @@ from models.pyfunc import (
     DEFAULT_PARAMS,
     predictions_frame,
 )
+from recloop import faults
 from recloop.config import Config
 from recloop.paths import Home
 
@@ -98,6 +99,46 @@ mlflow.models.set_model(RecloopModel())
 # mlflow.set_tracking_uri() also writes MLFLOW_TRACKING_URI into os.environ; remember what recloop
 # set there, so that a later home in the same process is not sent to the first home's store.
 _uri_set_here: str | None = None
+
+
+# A tracking server that does not answer is known within about half a minute: this many health
+# checks, each waiting at most HEALTH_TIMEOUT seconds, HEALTH_PAUSE seconds apart.
+HEALTH_ATTEMPTS = 3
+HEALTH_TIMEOUT = 10.0
+HEALTH_PAUSE = 2.0
+
+
+class RegistryUnreachable(ConnectionError):
+    """The MLflow tracking server does not answer; nothing that needs it was done."""
+
+
+def check_reachable(uri: str) -> None:
+    """Raise :class:`RegistryUnreachable` when ``uri`` is an MLflow server (http or https) whose
+    ``/health`` does not answer OK within :data:`HEALTH_ATTEMPTS` tries. A local store (SQLite,
+    files) has nothing to check. Asked before anything is trained or written, so that a server
+    that is down costs seconds and one line, not MLflow's retries inside every task's."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import requests
+
+    reason = ""
+    for attempt in range(HEALTH_ATTEMPTS):
+        if attempt:
+            time.sleep(HEALTH_PAUSE)
+        try:
+            response = requests.get(uri.rstrip("/") + "/health", timeout=HEALTH_TIMEOUT)
+        except requests.RequestException as error:
+            errno = re.search(r"\[Errno -?\d+\] [^'\")]+", str(error))
+            reason = errno.group(0) if errno else type(error).__name__
+            continue
+        if response.ok:
+            return
+        reason = f"HTTP {response.status_code} from /health"
+    raise RegistryUnreachable(
+        f"the MLflow tracking server at {uri} does not answer ({reason}); nothing was trained "
+        "or registered, and landed batches stay pending. Start it, or unset MLFLOW_TRACKING_URI "
+        "to use the home's own registry"
+    )
 
 
 def tracking_uri(home: Home) -> str:
@@ -362,6 +403,32 @@ class Registry:
                 return learned, self.version_info(version)  # type: ignore[return-value]
         return None
 
+    def judged_versions(self, champion: str | None) -> list[dict[str, Any]]:
+        """The versions judged against ``champion`` (their ``parent_version``; "" before the
+        first champion) that have never been champion, newest first, as ``{"version",
+        "tags"}``: the candidates it kept out, and one that passed but whose promotion did not
+        happen (see :meth:`unfinished_promotion`). A version that was champion once (tag
+        ``champion_reason``) was acted on: after a rollback its batches are learned again."""
+        try:
+            found = self.client.search_model_versions(f"name='{self.name}'")
+        except MlflowException:
+            return []
+        parent = champion or ""
+        judged = []
+        for mv in sorted(found, key=lambda mv: int(mv.version), reverse=True):
+            tags = dict(mv.tags)
+            ours = tags.get("parent_version", "") == parent and str(mv.version) != champion
+            if ours and "gate" in tags and "champion_reason" not in tags:
+                judged.append({"version": str(mv.version), "tags": tags})
+        return judged
+
+    def unfinished_promotion(self, champion: str | None) -> dict[str, Any] | None:
+        """A version that passed the gate against ``champion`` but never became champion: its
+        cycle stopped between registering it (with the decision) and moving the alias. None
+        when there is none."""
+        passed = [v for v in self.judged_versions(champion) if v["tags"].get("gate") == "passed"]
+        return passed[0] if passed else None
+
     def find_candidate(
         self, key: str | None = None, run_id: str | None = None
     ) -> LoggedCandidate | None:
@@ -590,6 +657,7 @@ class Registry:
             self.name, f"models:/{model_id}", run_id=run_id, tags=version_tags, model_id=model_id
         )
         version = str(mv.version)
+        faults.point("registered")
         return LoggedCandidate(
             version, run_id, f"models:/{self.name}/{version}", self.experiment_id
         )
@@ -633,6 +701,7 @@ class Registry:
         """Move ``challenger`` onto the version, put its number in the run's name and the gate's
         decision in its description, and attach the per-version plot."""
         self.client.set_registered_model_alias(self.name, CHALLENGER, logged.version)
+        faults.point("challenger")
         run = self.client.get_run(logged.run_id)
         self.client.update_run(logged.run_id, name=_with_version(run.info.run_name, logged.version))
         if decision is not None:
@@ -763,12 +832,14 @@ def _signature(recommender: Recommender | Baseline) -> Any:
 
 
 def configure(home: Home, config: Config) -> Registry:
-    """Point MLflow at the home's store and make sure the experiment exists.
+    """Point MLflow at the home's store and make sure the experiment exists (a tracking server
+    that does not answer raises :class:`RegistryUnreachable`, see :func:`check_reachable`).
 
     Sets the process-wide tracking and registry URIs (the fluent ``mlflow.start_run`` API reads
     them); the experiment gets an absolute artifact location so runs do not depend on the cwd.
     """
     uri = tracking_uri(home)
+    check_reachable(uri)
     if uri.startswith("sqlite:///"):
         home.root.mkdir(parents=True, exist_ok=True)
     global _uri_set_here

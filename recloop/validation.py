@@ -27,6 +27,7 @@ header of a CSV, or the first row of a Parquet file.
 from __future__ import annotations
 
 import argparse
+import csv
 import functools
 import json
 import logging
@@ -50,13 +51,18 @@ MAX_EXAMPLES = 5
 MAX_TEXT = 80  # characters of a string value kept in an example row
 FUTURE_SLACK_SECONDS = 86_400  # clocks differ; a day ahead is still plausible, a century is not
 READ_ERROR = "file_is_readable"  # pseudo-expectation for files that could not be parsed at all
+# Pseudo-expectations of a CSV's shape, checked before it is parsed (csv_shape_report).
+SHAPE_RULE = "rows_have_the_header_fields"
+WHOLE_FILE_RULE = "file_ends_with_a_line_break"
+NOT_A_LINK = "file_is_not_a_symbolic_link"  # checked by recloop.landing before any read
 NOT_CHECKED = "could not be checked"
 KNOWN_ITEM_COLUMN = "item_id_is_known"  # derived before validation, see the module docstring
-DERIVED_COLUMNS = (KNOWN_ITEM_COLUMN,)
+WORDED_ITEM_COLUMN = "item_has_words"  # derived: the item's title or text is not blank
+DERIVED_COLUMNS = (KNOWN_ITEM_COLUMN, WORDED_ITEM_COLUMN)
 
 # Replacement characters mean a decoder gave up upstream; lone surrogates cannot be encoded as
 # UTF-8 at all. Written as regex escapes so the JSON stays plain ASCII.
-BAD_ENCODING_REGEX = r"[\ufffd\ud800-\udfff]"
+BAD_ENCODING_REGEX = r"[\x00\ufffd\ud800-\udfff]"
 INTEGER_TYPES = [
     "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
     "Int8", "Int16", "Int32", "Int64", "UInt8", "UInt16", "UInt32", "UInt64",
@@ -170,6 +176,47 @@ def _md_cell(value: Any) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def csv_shape_report(path: Path) -> ValidationReport | None:
+    """A failed report when a CSV/TSV is not a whole table: a row without the header's number of
+    fields (pandas would fill a missing trailing field with null and read on), or a last row
+    without its line break (the file was cut off, maybe inside a number). None when the shape is
+    sound. Read as UTF-8 (a decoding error raises, as reading the table would); blank lines are
+    skipped as pandas skips them, so row numbers are those of every other rule."""
+    path = Path(path)
+    with open(path, "rb") as raw:
+        raw.seek(0, 2)
+        size = raw.tell()
+        if size == 0:
+            return None  # reading it reports the empty file
+        raw.seek(size - 1)
+        ends_with_break = raw.read(1) in (b"\n", b"\r")
+    with open(path, encoding="utf-8", newline="") as handle:
+        reader = csv.reader(handle, delimiter="\t" if path.suffix == ".tsv" else ",")
+        header = next(reader, None)
+        if header is None:
+            return None
+        row, wrong, examples = -1, 0, []
+        for fields in reader:
+            if not fields:
+                continue
+            row += 1
+            if len(fields) != len(header):
+                wrong += 1
+                if len(examples) < MAX_EXAMPLES:
+                    examples.append({"row": row, "fields": len(fields)})
+    failures = []
+    if wrong:
+        rule = f"every row must have the header's {len(header)} fields"
+        failures.append(Failure(path.name, SHAPE_RULE, None, rule, wrong, examples))
+    if not ends_with_break:
+        rule = "the file must end with a line break (without one its last row was cut off)"
+        last = [{"row": row}] if row >= 0 else []
+        failures.append(Failure(path.name, WHOLE_FILE_RULE, None, rule, None, last))
+    if not failures:
+        return None
+    return ValidationReport(success=False, failures=failures, files=[path.name])
+
+
 def read_error_report(file: str, error: BaseException) -> ValidationReport:
     """A failed report for a file that could not be read (not UTF-8, not CSV/Parquet, ...)."""
     message = str(error).strip().splitlines()[0] if str(error).strip() else ""
@@ -198,7 +245,8 @@ def _encoding_rule(column: str) -> tuple[str, dict[str, Any], str]:
     return (
         "ExpectColumnValuesToNotMatchRegex",
         {"column": column, "regex": BAD_ENCODING_REGEX},
-        f"{column} must be valid text (no U+FFFD replacement characters or lone surrogates)",
+        f"{column} must be valid text (no NUL bytes, U+FFFD replacement characters or lone "
+        "surrogates)",
     )
 
 
@@ -276,6 +324,14 @@ def _suite_rules(name: str) -> list[tuple[str, dict[str, Any], str, dict[str, An
         add(("ExpectColumnValuesToBeUnique", {"column": "item_id"}, "item_id must be unique"))
         for column in ITEM_COLUMNS:
             add(_encoding_rule(column))
+        add(
+            (
+                "ExpectColumnValuesToBeInSet",
+                {"column": WORDED_ITEM_COLUMN, "value_set": [True]},
+                "an item must have a title or a text (the model reads them)",
+            ),
+            reports_column="title",
+        )
     else:
         raise ValueError(f"unknown suite {name!r} (expected one of {SUITE_NAMES})")
     return rules
@@ -489,7 +545,11 @@ def _prepare(frame: pd.DataFrame, id_columns: tuple[str, ...]) -> pd.DataFrame:
 
 def validate_items(items: pd.DataFrame, *, name: str) -> ValidationReport:
     """Validate an items table against ``expectations/items.json``."""
-    return run_suite("items", _prepare(items, ("item_id",)), file=name)
+    frame = _prepare(items, ("item_id",))
+    if {"title", "text"} <= set(frame.columns):
+        blank = [frame[c].fillna("").astype(str).str.strip().eq("") for c in ("title", "text")]
+        frame[WORDED_ITEM_COLUMN] = (~(blank[0] & blank[1])).astype(object)
+    return run_suite("items", frame, file=name)
 
 
 def validate_interactions(

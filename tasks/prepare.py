@@ -243,16 +243,26 @@ def plan_batches(
 
 
 def tried_batches(config: Config, home: Home, champion_version: str | None) -> list[str]:
-    """Batch ids of the latest candidate (alias ``challenger``) when it was warm-started from
-    ``champion_version``: those batches have been judged against the current champion."""
+    """Batch ids of the newest learned candidate judged against ``champion_version`` (its
+    ``parent_version``): those batches are decided for this champion. Read from the versions'
+    tags, so a cycle killed before it moved any alias counts too."""
+    judged = judged_candidate(config, home, champion_version)
+    return registry.batch_list(judged["tags"].get("batch_ids")) if judged else []
+
+
+def judged_candidate(
+    config: Config, home: Home, champion_version: str | None, batches: list[str] | None = None
+) -> dict[str, Any] | None:
+    """The newest learned version judged against ``champion_version`` (on exactly ``batches``
+    when given), as ``{"version", "tags"}``, or None."""
     reg = registry.configure(home, config)
-    challenger = reg.challenger_version()
-    if challenger is None or challenger == champion_version:
-        return []
-    tags = reg.version_info(challenger)["tags"]
-    if tags.get("parent_version", "") != (champion_version or ""):
-        return []  # judged against another champion (e.g. before a rollback): try again
-    return [b for b in tags.get("batch_ids", "").split(",") if b]
+    for info in reg.judged_versions(champion_version):
+        if registry.model_kind(info["tags"]) != registry.LEARNED:
+            continue
+        if batches is None or registry.batch_list(info["tags"].get("batch_ids")) == list(batches):
+            return info
+        return None  # a newer candidate judged other batches
+    return None
 
 
 @task(name="plan_batches", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
@@ -265,6 +275,16 @@ def plan_task(
     plan = plan_batches(archived, trained, tried_batches(config, home, version), until)
     logger.info("plan for batch %s: %s", until, plan.reason)
     return plan
+
+
+@task(name="judged_candidate", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def judged_task(
+    config: Config, home: Home, champion_info: dict[str, Any] | None, batches: list[str]
+) -> dict[str, Any] | None:
+    """Prefect task: :func:`judged_candidate` for the champion and the pending ``batches``."""
+    return judged_candidate(
+        config, home, str(champion_info["version"]) if champion_info else None, batches
+    )
 
 
 @task(name="load_champion", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)

@@ -149,6 +149,38 @@ def promote_candidate(
     )
 
 
+def finish_promotion(config: Config, home: Home) -> str | None:
+    """Finish what a cycle killed between registering a version and moving its aliases left:
+    a version that passed the gate against the current champion becomes champion (and, when
+    learned, challenger), and its run, stopped without an end, is marked killed. Returns the
+    version, or None when nothing was left half-done."""
+    reg = registry.configure(home, config)
+    champion = reg.champion_version()
+    pending = reg.unfinished_promotion(champion)
+    if pending is None:
+        return None
+    version, tags = pending["version"], pending["tags"]
+    if registry.model_kind(tags) == registry.LEARNED:
+        reg.client.set_registered_model_alias(reg.name, registry.CHALLENGER, version)
+    reason = tags.get("reason", "passed the gate")
+    reg.set_champion(version, f"{reason} (promoted when the next cycle found it not promoted)")
+    run_id = reg.version_info(version)["run_id"]
+    if run_id and reg.client.get_run(run_id).info.status == "RUNNING":
+        reg.client.set_terminated(run_id, "KILLED")
+    logger.warning(
+        "version %s passed the gate against version %s but its cycle stopped before promoting "
+        "it: promoted now",
+        version,
+        champion or "-",
+    )
+    return version
+
+
+finish_promotion_task = task(
+    name="finish_promotion", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE
+)(finish_promotion)
+
+
 # Retries: registry writes go through SQLite or a server and can meet a transient lock. A retry
 # after a partial failure (registered, but the alias or a tag not yet written) finds the version
 # its candidate run already registered, so it creates no second run or version.

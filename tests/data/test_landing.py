@@ -214,6 +214,115 @@ def test_unreadable_files_are_quarantined_naming_the_file(home: Home, tmp_path: 
     assert result.rows == 0
 
 
+def test_a_file_cut_off_or_with_missing_fields_is_quarantined_naming_the_row(
+    home: Home, tmp_path: Path, write_csv
+) -> None:
+    _first_batch(home, write_csv)
+    before = _archive_listing(home)
+    whole = make_interactions().to_csv(index=False)
+    assert whole.endswith("\n")
+    # Cut inside the last row's timestamp: its rating field is missing and no line break ends it.
+    cut = tmp_path / "cut.csv"
+    cut.write_text(whole[: whole.rindex(",", 0, -1) - 4])
+    result = land_batch(home, cut)
+    assert result.status == "quarantined" and result.rejected
+    last = len(make_interactions()) - 1
+    assert f"cut.csv: row {last}: every row must have the header's 4 fields" in result.message
+    rules = [f.expectation for f in result.report.failures]
+    assert rules == ["rows_have_the_header_fields", "file_ends_with_a_line_break"]
+    assert "line break" in (result.path / "report.md").read_text()
+    assert (result.path / "received" / "cut.csv").read_bytes() == cut.read_bytes()
+
+    # A row short of a field in the middle of a file is named too, the line break present.
+    lines = whole.splitlines(keepends=True)
+    lines[3] = "u0,i2\n"
+    short = tmp_path / "short.csv"
+    short.write_text("".join(lines))
+    result = land_batch(home, short)
+    assert result.status == "quarantined"
+    assert result.message.startswith(f"batch {result.batch_id} quarantined: short.csv: row 2:")
+    [failure] = result.report.failures
+    assert failure.unexpected_count == 1 and failure.examples == [{"row": 2, "fields": 2}]
+
+    # Cut at a field boundary: every row is whole, but the last line break is missing.
+    unended = tmp_path / "unended.csv"
+    unended.write_text(whole.rstrip("\n"))
+    result = land_batch(home, unended)
+    assert result.status == "quarantined"
+    [failure] = result.report.failures
+    assert (
+        failure.expectation == "file_ends_with_a_line_break" and failure.examples[0]["row"] == last
+    )
+    assert _archive_listing(home) == before  # nothing of them reached the archive
+
+    # Quoted fields may hold separators and line breaks; CRLF line ends are whole lines too.
+    quoted = make_interactions()
+    quoted["event"] = 'view, then "buy"\nlater'
+    fine = tmp_path / "fine.csv"
+    quoted.to_csv(fine, index=False, lineterminator="\r\n")
+    assert land_batch(home, fine).status == "archived"
+
+
+def test_the_first_reason_given_is_the_root_cause(home: Home, tmp_path: Path, write_csv) -> None:
+    _first_batch(home, write_csv)
+    # New items in a latin-1 items file: the file cannot be read, so its items are unknown too;
+    # the one line names the decoding error, not the unknown items.
+    batch = write_csv(make_interactions().assign(item_id="new1"), "batch.csv")
+    items = tmp_path / "items.csv"
+    items.write_bytes("item_id,title,text\nnew1,Caf\xe9,\n".encode("latin-1"))
+    result = land_batch(home, batch, items)
+    assert result.status == "quarantined"
+    assert "items.csv: file must be readable (UnicodeDecodeError" in result.message
+    rules = [f.rule for f in result.report.failures]
+    assert rules[-1] == "item_id must be in the catalogue or in the batch's items file"
+
+
+def test_nul_bytes_and_wordless_items_are_quarantined(
+    home: Home, tmp_path: Path, write_csv
+) -> None:
+    _first_batch(home, write_csv)
+    before = _archive_listing(home)
+    nul = write_csv(make_interactions().assign(event="vi\x00ew"), "nul.csv")
+    result = land_batch(home, nul)
+    assert result.status == "quarantined"
+    assert "nul.csv: row 0: event must be valid text (no NUL bytes" in result.message
+
+    batch = write_csv(make_interactions().assign(item_id="new1"), "batch2.csv")
+    items = write_csv(pd.DataFrame({"item_id": ["new1"], "title": [" "], "text": [""]}), "i.csv")
+    result = land_batch(home, batch, items)
+    assert result.status == "quarantined"
+    assert "i.csv: row 0: an item must have a title or a text" in result.message
+    assert _archive_listing(home) == before
+    # Text alone (or a title alone) is enough.
+    items = write_csv(pd.DataFrame({"item_id": ["new1"], "title": [""], "text": ["A"]}), "j.csv")
+    assert land_batch(home, batch, items).status == "archived"
+
+
+def test_a_symbolic_link_is_quarantined_without_reading_its_target(
+    home: Home, tmp_path: Path, write_csv
+) -> None:
+    secret = write_csv(make_interactions(), "secret.csv")  # a valid table, and private
+    link = tmp_path / "batch.csv"
+    link.symlink_to(secret)
+    result = land_batch(home, link)
+    assert result.status == "quarantined" and result.rejected
+    assert f"batch.csv: file must be a regular file, not a symbolic link (to {secret})" in (
+        result.message
+    )
+    kept = result.path / "received" / "batch.csv"
+    assert kept.is_symlink() and Path(kept.readlink()) == secret  # the link, as it arrived
+    secret_bytes = secret.read_bytes()
+    for stored in result.path.rglob("*"):
+        if stored.is_file() and not stored.is_symlink():
+            assert secret_bytes not in stored.read_bytes(), stored
+    assert not home.archive.exists() or not any(home.archive.iterdir())
+    # The same link again is the same (rejected) batch; a dangling link is refused the same way.
+    assert land_batch(home, link).rejected
+    dangling = tmp_path / "gone.csv"
+    dangling.symlink_to(tmp_path / "nowhere.csv")
+    assert land_batch(home, dangling).status == "quarantined"
+
+
 def test_usage_errors_raise(home: Home, tmp_path: Path) -> None:
     with pytest.raises(LandingError, match="not found"):
         land_batch(home, tmp_path / "missing.csv")

@@ -79,3 +79,25 @@ def test_recloop_watch_once_lands_what_the_folder_holds(tmp_path: Path) -> None:
     assert "landed 1 batch(es): 1 archived" in result.stdout
     assert "not announced (PREFECT_API_URL is not set)" in result.stderr
     assert len(archived_batches(home)) == 1
+
+
+def test_recloop_watch_once_exits_1_when_a_batch_is_rejected(tmp_path: Path) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from typer.testing import CliRunner
+
+    from recloop.cli import app
+
+    home = get_home(tmp_path / "home").ensure()
+    catalogue = make_items([f"i{k}" for k in range(5)])
+    _drop(home.landing, "good", make_interactions(), catalogue)
+    bad = make_interactions(n_users=4)
+    bad.loc[0, "user_id"] = None
+    _drop(home.landing, "bad", bad, catalogue)
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        result = CliRunner().invoke(app, ["watch", "--once", "--home", str(home.root)])
+    assert result.exit_code == 1, result.output
+    assert "landed 2 batch(es): 1 archived, 1 quarantined" in result.stdout
+    assert result.stderr.strip().splitlines()[-1] == (
+        "recloop: 1 of 2 batch(es) rejected (quarantined); see above"
+    )
+    assert len(archived_batches(home)) == 1 and len(quarantined_batches(home)) == 1

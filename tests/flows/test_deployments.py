@@ -63,16 +63,14 @@ def test_prefect_deploy_all_creates_the_deployments(prefect_server: None) -> Non
         "full-retrain/on-demand": ["recloop", "training:full-retrain"],
     }
 
-    # The data-arrival trigger runs the loop with the batch id (and the home) from the event.
+    # The data-arrival trigger runs the loop with the batch id from the event, and no path: a
+    # client of the Prefect API must not be able to point the worker at another folder.
     [automation] = [a for a in automations if a.name.startswith("on-batch-landed")]
     assert automation.trigger.expect == {"recloop.batch.landed"}
     assert automation.trigger.match.root == {"prefect.resource.id": "recloop.batch.*"}
     [action] = automation.actions
     assert action.deployment_id == deployments["feedback-loop/on-batch-landed"].id
-    assert action.parameters == {
-        "batch_id": "{{ event.payload.batch_id }}",
-        "home": "{{ event.payload.home }}",
-    }
+    assert action.parameters == {"batch_id": "{{ event.payload.batch_id }}"}
     # Only the triggered deployment reacts to events.
     assert len([a for a in automations if a.name.startswith("on-batch-landed")]) == 1
     assert not [a for a in automations if "scheduled" in a.name or "on-demand" in a.name]

@@ -426,3 +426,39 @@ def test_a_baseline_serves_when_it_wins_and_a_better_learned_candidate_takes_ove
     assert worse.decision.winner == "recent_popularity" and worse.baseline_version
     assert reg.champion_version() == worse.baseline_version
     assert "champion below recent popularity" in worse.decision.reason
+
+
+def test_a_passed_version_left_without_its_alias_is_promoted_by_the_next_run(tmp_path) -> None:
+    """What a cycle killed between registering a passed version and moving ``champion`` leaves,
+    and what the next run makes of it; a rollback's victims are not brought back."""
+    from recloop.gate import Decision
+    from tasks.promote import finish_promotion
+
+    home, config = get_home(tmp_path / "home"), Config()
+    first = promote_candidate(tiny_recommender(0), report(0.05, None, 0.02), config, home, tags={})
+    reg = registry.configure(home, config)
+    assert reg.unfinished_promotion(first.version) is None
+    assert finish_promotion(config, home) is None  # nothing half-done
+
+    # The version is created with its decision, then the process dies before the alias moves.
+    passed = Decision("candidate", "promote: ndcg_at_10 0.0800 > champion 0.0500")
+    logged = reg.log_candidate(
+        tiny_recommender(1),
+        report(0.08, 0.05, 0.02),
+        tags={"parent_version": first.version, "batch_ids": "b2"},
+        decision=passed,
+    )
+    assert reg.champion_version() == first.version
+    [judged] = reg.judged_versions(first.version)
+    assert judged["version"] == logged.version and judged["tags"]["gate"] == "passed"
+
+    assert finish_promotion(config, home) == logged.version
+    assert reg.champion_version() == logged.version == reg.challenger_version()
+    reason = reg.version_info(logged.version)["tags"]["champion_reason"]
+    assert reason.startswith(passed.reason) and "not promoted" in reason
+    assert finish_promotion(config, home) is None  # done once
+
+    # Rolled back: the demoted version was champion once; it is not promoted again.
+    reg.rollback(first.version, "bad numbers in production")
+    assert reg.judged_versions(first.version) == []
+    assert finish_promotion(config, home) is None and reg.champion_version() == first.version

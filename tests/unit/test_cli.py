@@ -89,6 +89,13 @@ def test_ingest_bad_batch_is_quarantined_in_one_line_naming_the_report(tmp_path:
     [folder] = (home / "quarantine").iterdir()
     report = folder / "report.md"
     assert line.endswith(f"report: {report}") and report.is_file()
+    # The same bytes landed again are not accepted either: exit 1, naming the report.
+    again = runner.invoke(app, ["ingest", str(batch), "--home", str(home)])
+    assert again.exit_code == 1
+    [line] = again.output.strip().splitlines()
+    assert line.startswith("recloop: batch ") and "already quarantined" in line
+    assert f"report: {report}" in line
+    assert [p.name for p in (home / "quarantine").iterdir()] == [folder.name]
 
 
 def test_ingest_good_batch_is_archived(tmp_path: Path) -> None:
