@@ -61,6 +61,27 @@ def _trained(champion: tuple[Any, dict[str, Any]] | None) -> list[str]:
     return list(champion[0].metadata.get("trained_batches", [])) if champion else []
 
 
+def _learn_pending(config: Any, home: Any, cycle: Any) -> dict[str, Any]:
+    """One candidate on every pending batch (the scheduled run, ``recloop update``), unless this
+    champion has already judged exactly those batches."""
+    champion = load_champion_task(config, home)
+    data = prepare_task(home, _trained(champion))
+    if data is None:
+        get_run_logger().info("No batch pending since the champion was trained: nothing to learn.")
+        return {"status": "up-to-date"}
+    judged = judged_task(config, home, champion[1] if champion else None, data.pending)
+    if judged is None:
+        return cycle(champion, data)
+    # The same batches, the same champion: the same judgement (e.g. a concurrent run, or a
+    # rerun after the gate kept the champion). The next batch reopens them.
+    reason = (
+        f"batches {','.join(data.pending)} were already judged against this champion by "
+        f"version {judged['version']} ({judged['tags'].get('reason', 'gate failed')})"
+    )
+    get_run_logger().info("Nothing to learn: %s.", reason)
+    return {"status": "up-to-date", "reason": reason, "batches": data.pending}
+
+
 @flow(name="feedback-loop", flow_run_name=_run_name, log_prints=False)
 def feedback_loop(
     batch_files: list[str] | None = None,
@@ -122,28 +143,7 @@ def feedback_loop(
         if finished is not None:
             summary["finished_promotion"] = finished
         if batch_id is None:
-            champion = load_champion_task(config, recloop_home)
-            data = prepare_task(recloop_home, _trained(champion))
-            judged = (
-                judged_task(config, recloop_home, champion[1] if champion else None, data.pending)
-                if data is not None
-                else None
-            )
-            if data is None:
-                log.info("No batch pending since the champion was trained: nothing to learn.")
-                summary["status"] = "up-to-date"
-            elif judged is not None:
-                # The same batches, the same champion: the same judgement (e.g. a concurrent
-                # run, or a rerun after the gate kept the champion). The next batch reopens them.
-                reason = (
-                    f"batches {','.join(data.pending)} were already judged against this "
-                    f"champion by version {judged['version']} "
-                    f"({judged['tags'].get('reason', 'gate failed')})"
-                )
-                log.info("Nothing to learn: %s.", reason)
-                summary.update(status="up-to-date", reason=reason, batches=data.pending)
-            else:
-                summary.update(cycle(champion, data))
+            summary.update(_learn_pending(config, recloop_home, cycle))
         else:
             cycles: list[dict[str, Any]] = []
             decided: set[str] = set()

@@ -346,6 +346,37 @@ def _publish(home: Home, staging: Path, target: Path) -> None:
     os.rename(staging, target)
 
 
+def _validate_files(
+    home: Home, interactions_path: Path, items_path: Path | None
+) -> tuple[pd.DataFrame | None, pd.DataFrame | None, ValidationReport]:
+    """Read and validate a batch's files: the tables (None where unreadable) and one report."""
+    links = [path for path in (interactions_path, items_path) if path and path.is_symlink()]
+    if links:
+        # A link may point anywhere (a landing folder others can write to, a secret, a device):
+        # its target is neither read nor copied; the link itself is kept.
+        reports = [_link_report(path) for path in links]
+        return None, None, ValidationReport.combine([r for r in reports if r is not None])
+    interactions, interactions_error = _read(interactions_path)
+    items, items_error = _read(items_path) if items_path is not None else (None, None)
+    # A file that could not be read comes first: what else fails may follow from it (an
+    # unreadable items file leaves the batch's new items unknown).
+    reports = [r for r in (interactions_error, items_error) if r is not None]
+    if interactions is not None:
+        reports.append(
+            validate_batch(
+                interactions,
+                items,
+                known_item_ids(home),
+                interactions_name=interactions_path.name,
+                items_name=items_path.name if items_path is not None else None,
+            ),
+        )
+    elif items is not None and items_path is not None:
+        # Still check the items file so that the report lists everything wrong at once.
+        reports.append(validate_items(items, name=items_path.name))
+    return interactions, items, ValidationReport.combine(reports)
+
+
 def land_batch(
     home: Home, interactions_file: Path, items_file: Path | None = None
 ) -> LandingResult:
@@ -373,33 +404,7 @@ def land_batch(
                 logger.info(message)
                 return LandingResult(batch_id, DUPLICATE, where, None, 0, message, record=record)
 
-        links = {role: path for role, path in files.items() if path.is_symlink()}
-        if links:
-            # A link may point anywhere (a landing folder others can write to, a secret, a
-            # device): its target is neither read nor copied; the link itself is kept.
-            interactions, interactions_error = None, _link_report(links.get("interactions"))
-            items, items_error = None, _link_report(links.get("items"))
-        else:
-            interactions, interactions_error = _read(interactions_path)
-            items, items_error = _read(items_path) if items_path is not None else (None, None)
-        # A file that could not be read comes first: what else fails may follow from it (an
-        # unreadable items file leaves the batch's new items unknown).
-        reports = [r for r in (interactions_error, items_error) if r is not None]
-        known = known_item_ids(home)
-        if interactions is not None:
-            reports.append(
-                validate_batch(
-                    interactions,
-                    items,
-                    known,
-                    interactions_name=interactions_path.name,
-                    items_name=items_path.name if items_path is not None else None,
-                ),
-            )
-        elif items is not None and items_path is not None and not links:
-            # Still check the items file so that the report lists everything wrong at once.
-            reports.append(validate_items(items, name=items_path.name))
-        report = ValidationReport.combine(reports)
+        interactions, items, report = _validate_files(home, interactions_path, items_path)
         rows = {
             "interactions": len(interactions) if interactions is not None else 0,
             **({"items": len(items) if items is not None else 0} if items_path else {}),
