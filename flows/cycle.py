@@ -11,6 +11,7 @@ the flow run.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from prefect import get_run_logger
@@ -19,7 +20,7 @@ from prefect.artifacts import create_markdown_artifact
 from models.baselines import Baseline
 from recloop import faults, registry
 from recloop.config import Config
-from recloop.evaluation import EvaluationReport
+from recloop.evaluation import CHAMPION, EvaluationReport
 from recloop.fitting import FineTuneResult
 from recloop.paths import Home
 from recloop.reporting import cycle_markdown
@@ -81,6 +82,7 @@ def train_evaluate_promote(
             config,
             retention=data.retention,
         )
+        _champion_as_judged(report, parent_info, data)
         # The version registered has learned the held-out events too, with the judged recipe.
         served = learn_judged_task(
             tuned, data, catalogue, encoder.encoder_path, home, config, start_from
@@ -106,6 +108,33 @@ def train_evaluate_promote(
     )
     _publish(markdown, training, promotion)
     return summary
+
+
+def _champion_as_judged(
+    report: EvaluationReport, champion_info: dict[str, Any] | None, data: CycleData
+) -> None:
+    """A champion registered from the batch these cases come from has learned them since it was
+    judged on them (``learned_judged``): its row becomes the metrics it was judged with, on the
+    same cases before it learned them. That is a full retrain judged on the newest batch; an
+    incremental cycle judges on events no version has learned."""
+    if champion_info is None or CHAMPION not in report.rows:
+        return
+    tags = champion_info["tags"]
+    batches = registry.batch_list(tags.get("batch_ids"))
+    if "learned_judged" not in tags or not batches or batches[-1] != data.pending[-1]:
+        return
+    judged = json.loads(tags.get("metrics") or "{}")
+    if "n_cases" not in judged or judged["n_cases"] != report.rows[CHAMPION].get("n_cases"):
+        return
+    get_run_logger().info(
+        "the champion (version %s) has learned these held-out events since it was judged on "
+        "them: its row is its judged metrics (%s %.4f, not %.4f)",
+        champion_info["version"],
+        "ndcg_at_10",
+        judged.get("ndcg_at_10", float("nan")),
+        report.rows[CHAMPION].get("ndcg_at_10", float("nan")),
+    )
+    report.rows[CHAMPION] = {key: float(value) for key, value in judged.items()}
 
 
 def _start_from(reg: registry.Registry, champion: Any | None) -> Any | None:

@@ -190,8 +190,9 @@ def prepare_full(home: Home) -> CycleData | None:
     Returns ``None`` when nothing is archived. The evaluation cases are defined as in
     :func:`prepare_cycle` with the newest archived batch as the arriving one: the last event of
     every user active in it is held out. These are the events the incremental loop holds out when
-    it consumes that batch, so no champion trained by the loop (nor by an earlier full retrain)
-    has trained on them, and candidate, champion and baselines are judged on the same events.
+    it consumes that batch, so candidate, champion and baselines are judged on the same events.
+    A champion registered from that batch has learned them since it was judged on them: its row
+    is then the metrics it was judged with (``flows.cycle._champion_as_judged``).
     """
     ids = [b.batch_id for b in archived_batches(home)]
     if not ids:
