@@ -495,8 +495,6 @@ def run_served(
     learned = learn_judged(
         judged,
         everything,
-        item_ids,
-        _embeddings(vectors, item_ids),
         config,
         line.parent,
         focus,

@@ -84,9 +84,7 @@ def train_evaluate_promote(
         )
         _champion_as_judged(report, parent_info, data)
         # The version registered has learned the held-out events too, with the judged recipe.
-        served = learn_judged_task(
-            tuned, data, catalogue, encoder.encoder_path, home, config, start_from
-        )
+        served = learn_judged_task(tuned, data, config, start_from)
         if data.interactions is not None:
             refit_baselines(report, data.interactions, catalogue["item_id"])
         learned_judged = tuned.report.get("learned_judged") or {"how": "none", "seconds": 0.0}

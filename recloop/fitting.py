@@ -977,8 +977,6 @@ def kept_steps(report: dict[str, Any]) -> int:
 def learn_judged(
     judged: FineTuneResult,
     interactions: pd.DataFrame,
-    item_ids: list[str],
-    text_embeddings: np.ndarray,
     config: Config,
     parent: Recommender | None,
     focus_users: set[str] | None,
@@ -1004,6 +1002,9 @@ def learn_judged(
         seconds = round(time.perf_counter() - started, 2)
         judged.report["learned_judged"] = {"how": "counts", "steps": 0, "seconds": seconds}
         return FineTuneResult(counted, judged.report)
+    # The judged model's catalogue and text vectors: nothing is embedded again.
+    item_ids = list(judged.recommender.item_ids)
+    text_embeddings = judged.recommender.model.text_emb[1:].detach().cpu().numpy()
     refit = fit_recommender(
         interactions,
         item_ids,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -33,7 +32,20 @@ def fine_tune(
 ) -> FineTuneResult:
     """Embed the catalogue with the encoder at ``encoder_path`` (cached under
     ``home.embedding_cache``) and train (see :func:`fit_recommender`)."""
-    item_ids, embeddings, embedder = _embed(catalogue, encoder_path, home, config, parent)
+    item_ids, _ = catalogue_order(catalogue, parent)
+    catalogue = catalogue.drop_duplicates("item_id", keep="last")
+    texts_by_id = dict(
+        zip(catalogue["item_id"].astype(str), catalogue_texts(catalogue), strict=True)
+    )
+    embedder = TextEmbedder(encoder_path, home.embedding_cache, config.encoder)
+    # Parent items missing from the current catalogue keep an empty-text vector.
+    embeddings = embedder.embed([texts_by_id.get(i, "") for i in item_ids])
+    logger.info(
+        "fine_tune: embedded %d items (%d encoded, %d cached)",
+        len(item_ids),
+        embedder.stats.encoded,
+        embedder.stats.cached,
+    )
     result = fit_recommender(
         train_interactions,
         item_ids,
@@ -49,51 +61,17 @@ def fine_tune(
     return result
 
 
-def _embed(
-    catalogue: pd.DataFrame,
-    encoder_path: Path,
-    home: Home,
-    config: Config,
-    parent: Recommender | None,
-) -> tuple[list[str], np.ndarray, TextEmbedder]:
-    """The item order (the parent's items first) and their text vectors (cached)."""
-    item_ids, _ = catalogue_order(catalogue, parent)
-    catalogue = catalogue.drop_duplicates("item_id", keep="last")
-    texts_by_id = dict(
-        zip(catalogue["item_id"].astype(str), catalogue_texts(catalogue), strict=True)
-    )
-    embedder = TextEmbedder(encoder_path, home.embedding_cache, config.encoder)
-    # Parent items missing from the current catalogue keep an empty-text vector.
-    embeddings = embedder.embed([texts_by_id.get(i, "") for i in item_ids])
-    logger.info(
-        "fine_tune: embedded %d items (%d encoded, %d cached)",
-        len(item_ids),
-        embedder.stats.encoded,
-        embedder.stats.cached,
-    )
-    return item_ids, embeddings, embedder
-
-
 def learn_judged_stage(
-    judged: FineTuneResult,
-    data: CycleData,
-    catalogue: pd.DataFrame,
-    encoder_path: Path,
-    home: Home,
-    config: Config,
-    parent: Recommender | None,
+    judged: FineTuneResult, data: CycleData, config: Config, parent: Recommender | None
 ) -> FineTuneResult:
     """After evaluation: the judged candidate taught the held-out events it was judged on
     (:func:`recloop.fitting.learn_judged`), the version the cycle registers."""
     if data.interactions is None:
         return judged
-    item_ids, embeddings, _ = _embed(catalogue, encoder_path, home, config, parent)
     new = [frame for frame in (data.new_interactions, data.heldout_events) if frame is not None]
     return learn_judged(
         judged,
         data.interactions,
-        item_ids,
-        embeddings,
         config,
         parent,
         data.focus_users,

@@ -369,8 +369,6 @@ def test_the_judged_update_is_trained_again_with_the_events_it_was_judged_on() -
     served = learn_judged(
         judged,
         events,
-        items,
-        text,
         config,
         first.recommender,
         set(new["user_id"]),
@@ -404,7 +402,7 @@ def test_the_judged_update_is_trained_again_with_the_events_it_was_judged_on() -
 
     # From scratch there is no second training: the counts take the held-out events in.
     scratch = fit_recommender(train, items, text, config)
-    kept = learn_judged(scratch, events, items, text, config, None, None, None)
+    kept = learn_judged(scratch, events, config, None, None, None)
     assert (kept.report["learned_judged"]["how"], kept.report["learned_judged"]["steps"]) == (
         "counts",
         0,
